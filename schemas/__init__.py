@@ -1,0 +1,15 @@
+"""Pydantic models: the single source of truth for job, hook, source, manifest and fragment shapes.
+
+Imports nothing else of actlake, so every other layer can depend on it."""
+from actlake.schemas.hooks import HookSpec, HookInfo, parse_hooks
+from actlake.schemas.sources import SourceSpec
+from actlake.schemas.job import JobSpec, load_job, DEMO_JOB
+from actlake.schemas.manifest import Manifest, ModelInfo, TokenizerInfo
+from actlake.schemas.fragment import FragmentRecord, Commit
+from actlake.schemas.errors import ActlakeError, format_validation_error
+
+__all__ = [
+    "HookSpec", "HookInfo", "parse_hooks", "SourceSpec", "JobSpec", "load_job", "DEMO_JOB",
+    "Manifest", "ModelInfo", "TokenizerInfo", "FragmentRecord", "Commit", "ActlakeError",
+    "format_validation_error",
+]

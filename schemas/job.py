@@ -1,0 +1,136 @@
+"""The extraction job: everything needed to reproduce a dataset, loadable from YAML/JSON or flags."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from actlake.schemas.errors import ActlakeError, format_validation_error
+from actlake.schemas.hooks import HookSpec, parse_hooks
+from actlake.schemas.sources import SourceSpec
+
+DTYPE_ALIASES = {
+    "fp32": "float32", "float32": "float32", "float": "float32",
+    "fp16": "float16", "float16": "float16", "half": "float16",
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+}
+DropToken = Literal["bos", "eos", "pad"]
+
+# Fields that do not change the dataset's content; a resumed job may change them freely.
+RUNTIME_FIELDS = frozenset({"batch_size", "num_workers", "device", "progress"})
+
+
+def _dtype(v: Any) -> str:
+    key = str(v).lower()
+    if key not in DTYPE_ALIASES:
+        raise ValueError(f"unknown dtype {v!r}; use one of bf16, fp16, fp32")
+    return DTYPE_ALIASES[key]
+
+
+class JobSpec(BaseModel):
+    """One extraction job.  Units of work are deterministic ranges of the packed source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="HF id, local dir, or 'smollm2-135m' (offline package)")
+    revision: str | None = None
+    hooks: list[HookSpec]
+    data: SourceSpec
+    out: str = Field(min_length=1)
+    context_len: int = Field(128, ge=2, le=1 << 16)
+    max_tokens: int | None = Field(None, gt=0, description="model input tokens to process (text)")
+    max_images: int | None = Field(None, gt=0)
+    batch_size: int = Field(8, ge=1, description="contexts (or images) per forward pass")
+    compute_dtype: str = "float32"
+    dtype: str = Field("bfloat16", description="storage dtype of activations")
+    compression: Literal["none", "zstd"] = "none"
+    prepend_bos: bool = True
+    drop_tokens: list[DropToken] = Field(default_factory=lambda: ["bos", "pad"])
+    fragment_tokens: int = Field(65536, ge=16, description="rows per fragment, approximately")
+    chunk_rows: int = Field(8192, ge=16)
+    shuffle_rows: bool = Field(True, description="write-time shuffle of rows inside each fragment")
+    seed: int = 0
+    num_workers: int | None = Field(None, ge=1)
+    device: str = "auto"
+    progress: bool = True
+
+    @field_validator("hooks", mode="before")
+    @classmethod
+    def _hooks(cls, v: Any) -> list[HookSpec]:
+        return parse_hooks(v)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, v: Any) -> Any:
+        return SourceSpec.from_string(v) if isinstance(v, str) else v
+
+    @field_validator("dtype", "compute_dtype", mode="before")
+    @classmethod
+    def _dtypes(cls, v: Any) -> str:
+        return _dtype(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JobSpec":
+        if self.max_tokens is not None and self.max_tokens < self.context_len and self.data.type != "images":
+            # allowed, but the single context is then shorter than context_len
+            pass
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the dataset's content (compared when resuming into an URI)."""
+        d = self.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
+        return d
+
+    @property
+    def is_vision(self) -> bool:
+        return self.data.type == "images"
+
+
+def load_job(path: str | Path | None = None, **overrides: Any) -> JobSpec:
+    """Load a job from YAML/JSON (if given) and apply non-None overrides (CLI flags).
+
+    With neither a file nor any override, this is the built-in demo job.  Raises ActlakeError with
+    one line naming the bad field."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ActlakeError(f"job file not found: {p}")
+        text = p.read_text()
+        try:
+            raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as e:
+            raise ActlakeError(f"job file {p} is not valid YAML/JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise ActlakeError(f"job file {p} must hold a mapping of fields")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    base = dict(DEMO_JOB) if path is None and not overrides else {}
+    base.update(raw)
+    base.update(overrides)
+    return parse_job(base)
+
+
+def parse_job(fields: dict[str, Any]) -> JobSpec:
+    """Validate a dict of job fields; ActlakeError with one line naming the bad field(s)."""
+    try:
+        return JobSpec.model_validate(fields)
+    except ValidationError as e:
+        raise ActlakeError("invalid job: " + format_validation_error(e)) from None
+
+
+# The built-in demo: the real SmolLM2-135M on the Python standard library's sources.
+DEMO_JOB: dict[str, Any] = {
+    "model": "smollm2-135m",
+    "hooks": ["model.layers.6.mlp.down_proj:input", "model.layers.9"],
+    "data": {"type": "python-stdlib"},
+    "out": "./actlake-data/demo",
+    "context_len": 128,
+    "max_tokens": 24576,
+    "batch_size": 16,
+    "dtype": "bfloat16",
+    "fragment_tokens": 4096,
+    "chunk_rows": 1024,
+}

@@ -1,0 +1,64 @@
+"""Where the extraction input comes from."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, model_validator
+
+SourceType = Literal["text", "jsonl", "parquet", "images", "python-stdlib"]
+
+
+class SourceSpec(BaseModel):
+    """An ordered, deterministic collection of documents (text) or images.
+
+    ``text``: plain-text files (a file, a directory or a glob), one document per file.
+    ``jsonl`` / ``parquet``: one document per line/row, text in ``text_field``.
+    ``images``: an image folder; a sub-folder name is the image's label (ImageFolder layout).
+    ``python-stdlib``: the source files of the running Python's standard library (offline demo
+    corpus: real English docstrings and comments plus code, present on every machine)."""
+
+    type: SourceType
+    path: str | None = None
+    text_field: str = "text"
+    label_field: str | None = None
+    max_docs: int | None = None
+
+    @model_validator(mode="after")
+    def _path_required(self) -> "SourceSpec":
+        if self.type != "python-stdlib" and not self.path:
+            raise ValueError(f"source type {self.type!r} needs a path")
+        if self.max_docs is not None and self.max_docs <= 0:
+            raise ValueError("max_docs must be positive")
+        return self
+
+    @classmethod
+    def from_string(cls, text: str) -> "SourceSpec":
+        """Infer a source from a CLI ``--data`` value."""
+        if text in ("stdlib", "python-stdlib"):
+            return cls(type="python-stdlib")
+        low = text.lower()
+        if low.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+            return cls(type="jsonl", path=text)
+        if low.endswith(".parquet"):
+            return cls(type="parquet", path=text)
+        if low.startswith("images:"):
+            return cls(type="images", path=text.split(":", 1)[1])
+        if low.startswith("text:"):
+            return cls(type="text", path=text.split(":", 1)[1])
+        import os
+
+        if os.path.isdir(text) and _looks_like_image_folder(text):
+            return cls(type="images", path=text)
+        return cls(type="text", path=text)
+
+
+_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _looks_like_image_folder(path: str) -> bool:
+    import os
+
+    for _root, _dirs, files in os.walk(path):
+        for f in files:
+            return f.lower().endswith(_IMAGE_EXT)
+    return False

@@ -1,0 +1,184 @@
+"""Run an extraction job on Ray: preflight, manifest, workers, progress, exactly-once commits."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from actlake.schemas.errors import ActlakeError
+from actlake.schemas.job import JobSpec
+from actlake.schemas.manifest import Manifest
+from actlake.store import layout
+from actlake.store.fs import StoreFS, open_store
+from actlake.store.manifest_io import read_manifest, write_manifest
+from actlake.service.cluster import ensure_ray
+from actlake.workers.sources import iter_docs, list_images
+
+TEXT_PROVENANCE = ["row_id", "doc_id", "context_id", "context_pos", "doc_pos", "token_id"]
+VISION_PROVENANCE = ["row_id", "doc_id", "image_id", "context_id", "context_pos", "patch_row", "patch_col",
+                     "token_type", "label"]
+MAX_RESTARTS_PER_WORKER = 3
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """Ray wraps remote exceptions; surface the user-facing ActlakeError inside, if any."""
+    cause = getattr(e, "cause", None)
+    return cause if isinstance(cause, ActlakeError) else e
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+                out += _diff(a[k], b[k], f"{prefix}{k}.")
+            else:
+                out.append(f"{prefix}{k} (stored {b.get(k)!r}, requested {a.get(k)!r})")
+    return out
+
+
+def preflight(job: JobSpec, store: StoreFS) -> tuple[Manifest | None, str | None]:
+    """Everything checkable before Ray starts.  Returns (existing manifest, probe image path)."""
+    existing = None
+    if store.exists(layout.MANIFEST):
+        existing = read_manifest(store)
+        diffs = _diff(job.identity(), existing.job.identity())
+        if diffs:
+            raise ActlakeError(f"{job.out} already holds a dataset from a different job spec: {'; '.join(diffs)}")
+    elif store.exists("") and store.listdir(""):
+        raise ActlakeError(f"{job.out} exists and is not an actlake dataset; choose an empty or new location")
+    probe = None
+    if job.is_vision:
+        images = list_images(job.data)
+        if not images:
+            raise ActlakeError(f"source is empty: no images under {job.data.path}")
+        probe = images[0].path
+    elif next(iter_docs(job.data), None) is None:
+        raise ActlakeError(f"source is empty: no text documents in {job.data.path or job.data.type}")
+    return existing, probe
+
+
+def _plan_workers(job: JobSpec) -> tuple[int, dict[str, Any], int]:
+    import ray
+
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    if gpus and (job.device == "auto" or job.device.startswith("cuda")):
+        n = job.num_workers or max(gpus, 1)
+        return n, {"num_gpus": 1, "num_cpus": 1}, 0
+    cpus = int(res.get("CPU", os.cpu_count() or 1))
+    n = job.num_workers or 1
+    per = max(1, cpus // n)
+    return n, {"num_cpus": per}, per
+
+
+def run_job(job: JobSpec, address: str | None = None, storage_options: dict | None = None,
+            console: Console | None = None) -> str:
+    console = console or Console(stderr=True)
+    store = open_store(job.out, storage_options)
+    existing, probe = preflight(job, store)
+    if existing is not None and existing.status == "complete":
+        console.print(f"[green]{job.out} is already complete[/] ({existing.num_rows:,} rows); nothing to do")
+        return job.out
+    started = ensure_ray(address)
+    try:
+        return _run(job, store, existing, probe, storage_options, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: committed fragments are kept; re-run the same command to resume")
+        raise
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(job: JobSpec, store: StoreFS, existing: Manifest | None, probe: str | None,
+         storage_options: dict | None, console: Console) -> str:
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    from actlake.service.coordinator import Coordinator
+    from actlake.workers.model_worker import ModelWorker
+
+    n_workers, resources, threads = _plan_workers(job)
+    Worker = ray.remote(max_restarts=0)(ModelWorker).options(**resources)
+
+    def spawn(i: int):
+        w = Worker.remote(job, f"w{i}", storage_options, threads or None)
+        return w, w.describe.remote(probe)
+
+    workers = [spawn(i) for i in range(n_workers)]
+    try:
+        infos, model_info, tok_info = ray.get(workers[0][1])
+        ray.get([d for _, d in workers[1:]])
+    except (RayTaskError, RayActorError) as e:
+        raise _unwrap(e) from None
+    if existing is not None:
+        if {k: v.model_dump() for k, v in infos.items()} != {k: v.model_dump() for k, v in existing.hooks.items()}:
+            raise ActlakeError(f"{job.out}: the model's hooks no longer match the stored dataset")
+        if existing.model.weights_sha256 and existing.model.weights_sha256 != model_info.weights_sha256:
+            raise ActlakeError(f"{job.out}: model weights differ from the ones the dataset was started with")
+        manifest = existing
+    else:
+        manifest = Manifest(
+            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(), model=model_info, tokenizer=tok_info,
+            hooks=infos, job=job, chunk_rows=job.chunk_rows, row_shuffle=job.shuffle_rows,
+            provenance_columns=VISION_PROVENANCE if job.is_vision else TEXT_PROVENANCE,
+        )
+        write_manifest(store, manifest)
+    coord = ray.remote(Coordinator).options(num_cpus=0).remote(job, storage_options)
+    running = {w.run.remote(coord): (i, w) for i, (w, _) in enumerate(workers)}
+    restarts = 0
+    total = job.max_images if job.is_vision else job.max_tokens
+    if job.is_vision and total is None:
+        total = len(list_images(job.data))
+    unit = "images" if job.is_vision else "tokens"
+    t0 = time.time()
+    with Progress(
+        TextColumn("[bold]extract[/]"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, disable=not job.progress, transient=False,
+    ) as bar:
+        task = None
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            for ref in done:
+                i, w = running.pop(ref)
+                try:
+                    ray.get(ref)
+                except RayActorError:
+                    requeued = ray.get(coord.release.remote(f"w{i}"))
+                    restarts += 1
+                    if restarts > MAX_RESTARTS_PER_WORKER * n_workers:
+                        raise ActlakeError("too many worker failures; committed fragments are kept, re-run to resume")
+                    console.print(f"[yellow]worker w{i} died[/]; {requeued} unit(s) re-queued, restarting it")
+                    nw, d = spawn(i)
+                    ray.get(d)
+                    running[nw.run.remote(coord)] = (i, nw)
+                except RayTaskError as e:
+                    raise _unwrap(e) from None
+            p = ray.get(coord.progress.remote())
+            done_units = p["tokens_before"] + p["tokens_done"]
+            if task is None:
+                task = bar.add_task("extract", total=total, completed=p["tokens_before"], rate="")
+            rate = p["tokens_done"] / max(time.time() - t0, 1e-9)
+            bar.update(task, completed=done_units, rate=f"{rate:,.0f} {unit}/s")
+        if task is not None and total is not None:
+            bar.update(task, total=max(total, done_units), completed=done_units)
+    result = ray.get(coord.finish.remote())
+    p = ray.get(coord.progress.remote())
+    manifest.status, manifest.num_rows, manifest.num_fragments = "complete", result["num_rows"], result["num_fragments"]
+    write_manifest(store, manifest)
+    elapsed = time.time() - t0
+    console.print(
+        f"[green]done[/]: {result['num_rows']:,} rows in {result['num_fragments']} fragments "
+        f"({p['tokens_done']:,} {unit} this run in {elapsed:.1f}s, {p['tokens_done'] / max(elapsed, 1e-9):,.0f} {unit}/s; "
+        f"{p['units_skipped']} unit(s) already committed) → {job.out}"
+    )
+    return job.out

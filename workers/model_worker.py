@@ -1,0 +1,101 @@
+"""The ModelWorker: one per GPU (or one per CPU node).  Leases units from the coordinator, runs the
+forward pass with hooks, writes an immutable fragment and asks the coordinator to commit it."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Any
+
+import torch
+
+from actlake.schemas.errors import ActlakeError
+from actlake.schemas.fragment import FragmentRecord
+from actlake.schemas.hooks import HookInfo, array_name
+from actlake.schemas.job import JobSpec
+from actlake.schemas.manifest import ModelInfo, TokenizerInfo
+from actlake.store import layout
+from actlake.store.dtypes import TORCH, storage_dtype_name
+from actlake.store.fragment import write_fragment
+from actlake.store.fs import open_store
+from actlake.workers.capture import extract_images, extract_text, load_images
+from actlake.workers.hooks import Capture, resolve_hooks
+from actlake.workers.models import load_model
+from actlake.workers.units import ImageUnit, TextUnit
+
+
+class ModelWorker:
+    def __init__(self, job: JobSpec, worker_id: str, storage_options: dict | None = None, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.job, self.worker_id = job, worker_id
+        self.store = open_store(job.out, storage_options)
+        self.infos: dict[str, HookInfo] | None = None
+
+    def _load(self) -> None:
+        """Load the model on first use (not in __init__, so load errors reach the caller intact)."""
+        if not hasattr(self, "lm"):
+            self.lm = load_model(self.job.model, self.job.revision, self.job.compute_dtype, self.job.device,
+                                 self.job.is_vision)
+            self.hooks = resolve_hooks(self.lm.model, self.job.hooks)
+
+    def describe(self, probe_image: str | None = None) -> tuple[dict[str, HookInfo], ModelInfo, TokenizerInfo | None]:
+        """Resolve hook shapes with one tiny forward pass (before anything is written)."""
+        self._load()
+        with Capture(self.lm.model, self.hooks) as cap:
+            if self.job.is_vision:
+                if probe_image is None:
+                    raise ActlakeError("image source is empty")
+                px = load_images(self.lm, [probe_image]).to(self.lm.device, TORCH[self.job.compute_dtype])
+                out = cap.run(pixel_values=px)
+            else:
+                tok = self.lm.tokenizer_info
+                fill = next((t for t in (tok.eos_token_id, tok.bos_token_id, 0) if t is not None), 0)
+                ids = torch.full((1, 4), fill, dtype=torch.long, device=self.lm.device)
+                out = cap.run(input_ids=ids, attention_mask=torch.ones_like(ids))
+        infos = {}
+        for h in self.hooks:
+            t = out[h.name]
+            if self.job.is_vision:
+                shape, kind = ([int(t.shape[1])], "spatial") if t.dim() == 4 else ([int(t.shape[-1])], "tokens")
+            else:
+                if t.dim() < 3:
+                    raise ActlakeError(f"hook {h.name} gives shape {tuple(t.shape)}, not (batch, seq, ...)")
+                shape, kind = [int(x) for x in t.shape[2:]], "tokens"
+            infos[h.name] = HookInfo(
+                name=h.name, module=h.module_name, io=h.io, array=array_name(h.name), shape=shape,
+                dtype=self.job.dtype, storage_dtype=storage_dtype_name(self.job.dtype),
+                codec=self.job.compression, layout=kind,
+            )
+        self.infos = infos
+        return infos, self.lm.info, self.lm.tokenizer_info
+
+    def process(self, unit: TextUnit | ImageUnit) -> FragmentRecord:
+        """Forward + write one unit as a fresh attempt directory; nothing is committed here."""
+        if self.infos is None:
+            raise RuntimeError("describe() must run before process()")
+        if isinstance(unit, TextUnit):
+            arrays, prov = extract_text(self.lm, self.hooks, self.infos, unit, self.job)
+        else:
+            arrays, prov = extract_images(self.lm, self.hooks, self.infos, unit, self.job)
+        attempt = uuid.uuid4().hex[:12]
+        path = f"{layout.FRAGMENTS}/{unit.unit_id}-{attempt}"
+        digest = write_fragment(self.store, path, arrays, prov, self.infos, self.job.chunk_rows)
+        return FragmentRecord(
+            unit_id=unit.unit_id, unit_index=unit.index, path=path, num_rows=prov.num_rows,
+            num_items=unit.num_items, num_tokens=unit.num_tokens, source_range=unit.source_range, checksums_sha256=digest,
+            attempt=attempt, worker=f"{self.worker_id}@{socket.gethostname()}:{os.getpid()}",
+        )
+
+    def run(self, coordinator: Any) -> int:
+        """Lease → process → commit until the coordinator has no work.  Returns units processed."""
+        import ray
+
+        n = 0
+        while True:
+            unit = ray.get(coordinator.lease.remote(self.worker_id))
+            if unit is None:
+                return n
+            record = self.process(unit)
+            ray.get(coordinator.commit.remote(self.worker_id, record))
+            n += 1

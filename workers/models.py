@@ -1,0 +1,125 @@
+"""Load a model offline: the SmolLM2 package, a local HF directory, or a cached HF hub id."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from actlake.schemas.errors import ActlakeError
+from actlake.schemas.manifest import ModelInfo, TokenizerInfo
+from actlake.store.dtypes import TORCH
+from actlake.workers import smollm2
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: Any | None
+    processor: Any | None
+    info: ModelInfo
+    tokenizer_info: TokenizerInfo | None
+    device: torch.device
+    image_size: int | None = None
+
+
+def resolve_model_dir(model: str, revision: str | None = None) -> tuple[Path, str]:
+    """Return (local directory, canonical id).  Never downloads."""
+    if model in smollm2.ALIASES:
+        return smollm2.converted_dir(), smollm2.MODEL_ID
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ActlakeError(f"model directory {p} has no config.json")
+        return p.resolve(), str(p.resolve())
+    if p.exists() or model.startswith((".", "/", "~")):
+        raise ActlakeError(f"model path not found or not a directory: {model}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        d = snapshot_download(model, revision=revision, local_files_only=True)
+    except Exception:
+        raise ActlakeError(
+            f"model {model!r} is neither a local directory nor in the offline HF cache "
+            "(actlake never downloads weights; use smollm2-135m or a local path)"
+        ) from None
+    return Path(d), model
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ActlakeError(f"bad device {device!r}: {e}") from None
+
+
+def _sha256_files(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_model(model: str, revision: str | None, compute_dtype: str, device: str, vision: bool) -> LoadedModel:
+    import transformers
+
+    path, model_id = resolve_model_dir(model, revision)
+    cfg_text = (path / "config.json").read_text()
+    try:
+        cfg = transformers.AutoConfig.from_pretrained(path)
+    except Exception as e:
+        raise ActlakeError(f"cannot read model config in {path}: {e}") from None
+    arch = (cfg.architectures or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    if cls is None:
+        cls = transformers.AutoModel
+    dev = pick_device(device)
+    try:
+        net = cls.from_pretrained(path, dtype=TORCH[compute_dtype])
+    except Exception as e:
+        raise ActlakeError(f"cannot load model from {path}: {type(e).__name__}: {e}") from None
+    net.eval().to(dev)
+    weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
+    info = ModelInfo(
+        id=model_id,
+        revision=revision,
+        architecture=arch or type(net).__name__,
+        config_sha256=hashlib.sha256(json.dumps(json.loads(cfg_text), sort_keys=True).encode()).hexdigest(),
+        weights_sha256=_sha256_files(weights) if weights else None,
+        kind="vision" if vision else "text",
+    )
+    tok = proc = tok_info = None
+    image_size = None
+    if vision:
+        image_size = _image_size(cfg)
+        try:
+            proc = transformers.AutoImageProcessor.from_pretrained(path)
+        except Exception:
+            proc = None  # fall back to resize + [-1, 1] normalisation at image_size
+    else:
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(path)
+        except Exception as e:
+            raise ActlakeError(f"model {model} has no usable tokenizer in {path}: {e}") from None
+        tok_info = TokenizerInfo(
+            name=model_id, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )
+    return LoadedModel(net, tok, proc, info, tok_info, dev, image_size)
+
+
+def _image_size(cfg: Any) -> int:
+    size = getattr(cfg, "image_size", None) or 224
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
