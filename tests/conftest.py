@@ -1,0 +1,94 @@
+"""Shared fixtures: a real embedded Ray on 127.0.0.2, tiny real models built from configs, real data."""
+from __future__ import annotations
+
+import os
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole session (run_job reuses it instead of starting its own)."""
+    import ray
+
+    from actlake.service.cluster import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def _corpus_files(n: int) -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    names = ["textwrap.py", "string.py", "shlex.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py",
+             "keyword.py", "queue.py", "sched.py"]
+    return [root / n_ for n_ in names[:n]]
+
+
+@pytest.fixture(scope="session")
+def text_corpus(tmp_path_factory) -> Path:
+    """A folder of real text documents (a few stdlib modules)."""
+    d = tmp_path_factory.mktemp("corpus")
+    for i, f in enumerate(_corpus_files(6)):
+        (d / f"{i:02d}_{f.stem}.txt").write_text(f.read_text())
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory, text_corpus) -> Path:
+    """A 3-layer GPT-2 with a word-level tokenizer trained here on the corpus; saved as an HF dir."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    import torch
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=2000, special_tokens=["<unk>", "<bos>", "<eos>", "<pad>"])
+    tok.train([str(p) for p in sorted(text_corpus.iterdir())], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>",
+                                   eos_token="<eos>", pad_token="<pad>")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=64, n_layer=3, n_head=4,
+                     bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
+    model = GPT2LMHeadModel(cfg).eval()
+    d = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_pretrained(d)
+    fast.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """Real photographs bundled with scikit-image, in an ImageFolder layout (sub-folder = label)."""
+    from PIL import Image
+    from skimage import data
+
+    d = tmp_path_factory.mktemp("images")
+    picks = {"animal": ["chelsea", "cat"], "object": ["coffee", "rocket"], "person": ["astronaut"]}
+    for label, names in picks.items():
+        (d / label).mkdir()
+        for n in names:
+            arr = getattr(data, n)()
+            Image.fromarray(arr).convert("RGB").save(d / label / f"{n}.png")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+    import torch
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=64)
+    d = tmp_path_factory.mktemp("tiny-vit")
+    ViTModel(cfg).eval().save_pretrained(d)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
+    return d
