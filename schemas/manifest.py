@@ -35,7 +35,7 @@ class Manifest(BaseModel):
     model: ModelInfo
     tokenizer: TokenizerInfo | None = None
     hooks: dict[str, HookInfo]
-    job: JobSpec
+    job: JobSpec | None = None  # None for datasets written from arrays (DatasetWriter)
     chunk_rows: int
     row_shuffle: bool
     provenance_columns: list[str]

@@ -47,6 +47,8 @@ def preflight(job: JobSpec, store: StoreFS) -> tuple[Manifest | None, str | None
     existing = None
     if store.exists(layout.MANIFEST):
         existing = read_manifest(store)
+        if existing.job is None:
+            raise ActlakeError(f"{job.out} holds a dataset not written by an extraction job; choose a new location")
         diffs = _diff(job.identity(), existing.job.identity())
         if diffs:
             raise ActlakeError(f"{job.out} already holds a dataset from a different job spec: {'; '.join(diffs)}")
