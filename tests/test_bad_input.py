@@ -1,0 +1,103 @@
+"""Bad input: one clear error line, exit code != 0, nothing partial visible to readers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import actlake
+
+CLI = [sys.executable, "-m", "actlake.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "COLUMNS": "200"}
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=env, timeout=300)
+
+
+def assert_one_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, res.stderr[-3000:]
+    for n in needles:
+        assert n in errors[0], errors[0]
+
+
+def extract_args(model, data, out, hooks="transformer.h.0", **extra) -> list[str]:
+    args = ["extract", "--model", str(model), "--hooks", hooks, "--data", str(data), "--out", str(out),
+            "--max-tokens", "200", "--context-len", "16", "--no-progress"]
+    for k, v in extra.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return args
+
+
+def test_unknown_model_path(tmp_path, text_corpus):
+    res = run(*extract_args(tmp_path / "no-such-model", text_corpus, tmp_path / "o"))
+    assert_one_error(res, "model path not found")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_hook_lists_closest_names(tmp_path, tiny_gpt2, text_corpus):
+    res = run(*extract_args(tiny_gpt2, text_corpus, tmp_path / "o", hooks="transformer.h.0.mlp.actt"))
+    assert_one_error(res, "unknown hook", "transformer.h.0.mlp.act")
+    assert not (tmp_path / "o" / "actlake.json").exists()
+
+
+def test_empty_source(tmp_path, tiny_gpt2):
+    (tmp_path / "empty").mkdir()
+    res = run(*extract_args(tiny_gpt2, tmp_path / "empty", tmp_path / "o"))
+    assert_one_error(res, "source is empty")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_dtype(tmp_path, tiny_gpt2, text_corpus):
+    res = run(*extract_args(tiny_gpt2, text_corpus, tmp_path / "o", dtype="int8"))
+    assert_one_error(res, "dtype", "bf16, fp16, fp32")
+
+
+def test_bad_job_file_names_the_field(tmp_path):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text("model: x\nhooks: [a]\ndata: stdlib\nout: /tmp/x\ncontext_len: -3\n")
+    res = run("extract", "--config", str(cfg))
+    assert_one_error(res, "context_len")
+
+
+def test_existing_output_with_different_job_spec(ray_local, tmp_path, tiny_gpt2, text_corpus):
+    out = tmp_path / "o"
+    actlake.extract({"model": str(tiny_gpt2), "hooks": ["transformer.h.0"], "data": str(text_corpus),
+                     "out": str(out), "max_tokens": 200, "context_len": 16, "progress": False})
+    before = sorted(p.name for p in (out / "_commits").iterdir())
+    res = run(*[a if a != "16" else "32" for a in extract_args(tiny_gpt2, text_corpus, out)])
+    assert_one_error(res, "different job spec", "context_len")
+    assert sorted(p.name for p in (out / "_commits").iterdir()) == before
+
+
+def test_output_is_some_other_folder(tmp_path, tiny_gpt2, text_corpus):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "notes.txt").write_text("mine")
+    res = run(*extract_args(tiny_gpt2, text_corpus, tmp_path / "o"))
+    assert_one_error(res, "not an actlake dataset")
+
+
+@pytest.mark.parametrize("cmd", ["info", "verify"])
+def test_unreadable_store(tmp_path, cmd):
+    if cmd == "info":
+        assert_one_error(run(cmd, str(tmp_path / "nothing")), "not an actlake dataset")
+    else:
+        res = run(cmd, str(tmp_path / "nothing"))
+        assert res.returncode == 1 and "not an actlake dataset" in res.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "actlake.json").write_text("{not json")
+    res = run(cmd, str(tmp_path / "bad"))
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "not valid JSON" in res.stderr
+
+
+def test_help_everywhere():
+    for args in ([], ["extract"], ["info"], ["verify"]):
+        res = run(*args, "--help")
+        assert res.returncode == 0 and "Usage" in res.stdout
