@@ -1,6 +1,7 @@
 """``open_dataset``: a read-only view of one committed snapshot of a store (local, S3, GCS)."""
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from actlake.client import shuffle as sh
+from actlake.client.filters import RowFilter
 from actlake.schemas.errors import ActlakeError
 from actlake.schemas.manifest import Manifest
 from actlake.store.commitlog import CommitLog, Snapshot
@@ -18,6 +21,8 @@ from actlake.store.fs import StoreFS, open_store
 from actlake.store.manifest_io import read_manifest
 
 PROVENANCE_CACHE = 8  # fragments whose provenance tables are kept in memory
+MASK_CACHE = 256  # fragments whose filter masks are kept (1 byte per row)
+DEFAULT_SAMPLE_BLOCK = 256
 
 
 class ActivationDataset:
@@ -33,6 +38,9 @@ class ActivationDataset:
         self._hook_infos = self.manifest.hooks
         self._readers: dict[int, FragmentReader] = {}
         self._prov: OrderedDict[int, pa.Table] = OrderedDict()
+        self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._kept: dict[tuple, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     # ---- metadata -----------------------------------------------------------------------------
     @property
@@ -126,15 +134,81 @@ class ActivationDataset:
             table = pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
         return table.add_column(0, "row_id", pa.array(ids))
 
+    # ---- filters ------------------------------------------------------------------------------
+    def _filter_mask(self, frag: int, flt: RowFilter) -> np.ndarray:
+        """Rows of fragment ``frag`` that pass ``flt`` (a small LRU; reads only needed columns)."""
+        key = (frag, flt)
+        with self._lock:
+            m = self._masks.get(key)
+            if m is not None:
+                self._masks.move_to_end(key)
+                return m
+        m = flt.mask(self._reader(frag).read_provenance(columns=flt.columns()))
+        with self._lock:
+            self._masks[key] = m
+            if len(self._masks) > MASK_CACHE:
+                self._masks.popitem(last=False)
+        return m
+
+    def _kept_per_block(self, flt: RowFilter, block_rows: int) -> np.ndarray:
+        """Kept rows per block (block order of shuffle.block_list); one provenance scan per filter."""
+        key = (flt, block_rows)
+        missing = [c for c in flt.columns() if c not in self.manifest.provenance_columns]
+        if missing:
+            raise KeyError(f"filter needs provenance column(s) {missing}; this dataset has "
+                           f"{self.manifest.provenance_columns}")
+        if key not in self._kept:
+            rows = [f.num_rows for f in self.snapshot.fragments]
+            frag, chunk, lo, n = sh.block_list(rows, self.chunk_rows, block_rows)
+            start = chunk * self.chunk_rows + lo
+            kept = np.zeros(len(n), dtype=np.int64)
+            bounds = np.searchsorted(frag, np.arange(len(rows) + 1))
+
+            def count(f: int) -> None:
+                cs = np.concatenate([[0], np.cumsum(self._filter_mask(f, flt))])
+                b0, b1 = bounds[f], bounds[f + 1]
+                kept[b0:b1] = cs[start[b0:b1] + n[b0:b1]] - cs[start[b0:b1]]
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(count, range(len(rows))))
+            self._kept[key] = kept
+        return self._kept[key]
+
     # ---- streaming ----------------------------------------------------------------------------
     def batches(self, batch_size: int, hooks: list[str] | str | None = None, shuffle: bool = True, seed: int = 0,
                 epoch: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True, device=None,
-                with_provenance: bool = False, **kw):
-        """Batches ``{hook: tensor[B, ...]}`` (+ ``row_id`` with provenance); see BatchStream."""
+                with_provenance: bool = False, filter: RowFilter | dict | None = None, **kw):
+        """Batches ``{hook: tensor[B, ...]}`` (+ ``row_id`` with provenance), shuffled across the
+        whole dataset, deterministic in (seed, epoch), resumable; see client/batches.py."""
         from actlake.client.batches import BatchStream
 
         return BatchStream(self, batch_size, hooks, shuffle, seed, epoch, rank, world_size, drop_last, device,
-                           with_provenance, **kw)
+                           with_provenance, filter=filter, **kw)
+
+    def torch_dataset(self, batch_size: int, **kw) -> "TorchBatches":
+        """A ``torch.utils.data.IterableDataset`` of whole batches; use ``DataLoader(ds, batch_size=None)``.
+        Work is split across DataLoader workers and DDP ranks (each row once across all of them)."""
+        from actlake.client.torch_data import TorchBatches
+
+        return TorchBatches(self, batch_size, **kw)
+
+    def sample(self, n: int, seed: int = 0, hooks: list[str] | str | None = None,
+               filter: RowFilter | dict | None = None) -> dict[str, torch.Tensor]:
+        """``n`` random rows (``row_id`` included), e.g. for dead-latent resampling.
+
+        Independent of every batch stream.  Reads whole random blocks (rows inside a block are
+        already a random sample of their fragment) rather than scattered rows, then subsamples."""
+        from actlake.client.batches import BatchStream
+
+        flt = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
+        total = self.num_rows if flt is None else int(self._kept_per_block(flt, DEFAULT_SAMPLE_BLOCK).sum())
+        if not 0 < n <= total:
+            raise ValueError(f"n must be in [1, {total}], got {n}")
+        # a one-rank "epoch" of a private seed space, cut after enough rows
+        stream = BatchStream(self, n, hooks, shuffle=True, seed=seed, epoch=-1 - seed, drop_last=False,
+                             with_provenance=True, buffer_rows=max(n, 1 << 16), block_rows=DEFAULT_SAMPLE_BLOCK,
+                             filter=flt, prefetch=0, prefetch_batches=1)
+        return next(iter(stream))
 
 
 def open_dataset(uri: str, storage_options: dict[str, Any] | None = None) -> ActivationDataset:

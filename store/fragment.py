@@ -105,10 +105,44 @@ class FragmentReader:
             raise ActlakeError(f"store is damaged: missing chunk {key}") from None
         return decode_chunk(raw, info, self.chunk_rows)[: self.chunk_rows_of(chunk)]
 
-    def read_provenance(self) -> pa.Table:
+    def read_rows(self, hook: str, chunk: int, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi) of one chunk.  Uncompressed chunks are read as a byte range (one read,
+        nothing decoded); compressed chunks are read whole and decoded."""
+        info = self.hooks[hook]
+        if info.codec != "none":
+            return self.read_chunk(hook, chunk)[lo:hi]
+        key = f"{self.record.path}/{layout.chunk_key(info.array, chunk, 1 + len(info.shape))}"
+        rb = info.row_bytes
+        try:
+            raw = self.store.fs.cat_file(self.store.path(key), start=lo * rb, end=hi * rb)
+        except FileNotFoundError:
+            raise ActlakeError(f"store is damaged: missing chunk {key}") from None
+        if len(raw) != (hi - lo) * rb:
+            raise ActlakeError(f"store is damaged: chunk {key} is truncated")
+        return np.frombuffer(raw, dtype=STORAGE[info.dtype]).reshape(hi - lo, *info.shape)
+
+    def read_rows_into(self, hook: str, chunk: int, lo: int, hi: int, out: np.ndarray) -> None:
+        """Rows [lo, hi) of one chunk written into ``out`` (contiguous, hi - lo rows).  On a local
+        disk, uncompressed rows go from the page cache straight into ``out`` with one read."""
+        info = self.hooks[hook]
+        if info.codec == "none" and self.store.is_local:
+            key = f"{self.record.path}/{layout.chunk_key(info.array, chunk, 1 + len(info.shape))}"
+            view = memoryview(out).cast("B")
+            try:
+                with open(self.store.path(key), "rb", buffering=0) as f:
+                    f.seek(lo * info.row_bytes)
+                    got = f.readinto(view)
+            except FileNotFoundError:
+                raise ActlakeError(f"store is damaged: missing chunk {key}") from None
+            if got != len(view):
+                raise ActlakeError(f"store is damaged: chunk {key} is truncated")
+        else:
+            out[...] = self.read_rows(hook, chunk, lo, hi)
+
+    def read_provenance(self, columns: list[str] | None = None) -> pa.Table:
         try:
             with self.store.fs.open(self.store.path(f"{self.record.path}/{layout.PROVENANCE}"), "rb") as f:
-                return pq.read_table(f)
+                return pq.read_table(f, columns=columns)
         except FileNotFoundError:
             raise ActlakeError(f"store is damaged: missing provenance of {self.record.path}") from None
 
