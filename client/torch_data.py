@@ -21,11 +21,12 @@ def _ddp_rank_world() -> tuple[int, int]:
 class TorchBatches(IterableDataset):
     """Yields whole batches (dicts of tensors): wrap in ``DataLoader(tb, batch_size=None, num_workers=W)``.
 
-    Shard ``rank * W + worker`` of ``world_size * W`` goes to each worker, so every row is read once
-    across all workers and ranks, and (with drop_last) every worker yields the same number of
-    batches.  DataLoader returns worker batches round-robin, so global batch g is batch g // W of
-    worker g % W: ``load_state_dict({"step": g})`` resumes exactly after g batches.  Call
-    ``set_epoch(e)`` before each epoch.  ``rank``/``world_size`` default to torch.distributed's."""
+    The rank's data is split into W shards (``world_size * W`` stream ranks in all), so every row
+    is read once across all workers and ranks, and (with drop_last) every shard has the same number
+    of batches.  DataLoader returns worker batches round-robin, so global batch g is batch g // W of
+    shard g % W: after consuming g batches, save ``{"epoch": e, "step": g}`` and pass it to
+    ``load_state_dict`` to resume exactly.  Call ``set_epoch(e)`` before each epoch.
+    ``rank``/``world_size`` default to torch.distributed's."""
 
     def __init__(self, ds: "ActivationDataset", batch_size: int, rank: int | None = None,
                  world_size: int | None = None, epoch: int = 0, num_workers: int | None = None, **stream_kw: Any):
