@@ -1,0 +1,84 @@
+"""Capture + write overhead vs a bare forward pass of the same model on the same batches.
+
+    .venv/bin/python bench/extract.py [--model smollm2-135m] [--tokens 8192] [--hook model.layers.29]
+
+Runs in one process, without Ray, so both sides see the same threads and caches: (a) the bare
+forward of the whole model, (b) actlake's unit processing with one hook on the *last* layer (no
+early-exit advantage) including the cast, the write-time shuffle and the fragment write with
+checksums, (c) the same with a hook at a middle layer, where the model is cut after the hook.
+Prints tokens/s and the ratios (target: (b)/(a) >= 0.90)."""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from actlake.schemas.job import parse_job  # noqa: E402
+from actlake.service.coordinator import generate_units  # noqa: E402
+from actlake.workers.model_worker import ModelWorker  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--tokens", type=int, default=8192)
+    ap.add_argument("--context-len", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--last-hook", default="model.layers.29")
+    ap.add_argument("--mid-hook", default="model.layers.14")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    out = tempfile.mkdtemp(prefix="actlake-bench-")
+
+    def worker(hook: str, sub: str) -> tuple[ModelWorker, list]:
+        job = parse_job({"model": args.model, "hooks": [hook], "data": "stdlib", "out": f"{out}/{sub}",
+                         "context_len": args.context_len, "max_tokens": args.tokens, "batch_size": args.batch_size,
+                         "fragment_tokens": 2048, "progress": False})
+        w = ModelWorker(job, "bench")
+        w.describe()
+        return w, list(generate_units(job, w.lm.tokenizer))
+
+    last, units = worker(args.last_hook, "last")
+    mid, _ = worker(args.mid_hook, "mid")
+    model = last.lm.model
+    n_tok = sum(u.num_tokens for u in units)
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for u in units:
+                for b in range(0, len(u.contexts), args.batch_size):
+                    ctx = u.contexts[b:b + args.batch_size]
+                    ids = torch.from_numpy(np.stack([c.tokens for c in ctx]).astype(np.int64))
+                    model(input_ids=ids, attention_mask=torch.ones_like(ids))
+
+    def extract(w: ModelWorker) -> None:
+        for u in units:
+            w.process(u)
+
+    results = {}
+    for name, fn in (("bare forward (full model)", bare), (f"actlake capture+write {args.last_hook}", lambda: extract(last)),
+                     (f"actlake capture+write {args.mid_hook} (cut)", lambda: extract(mid))):
+        fn() if name.startswith("bare") else None  # warm-up of the bare path (weights, allocator)
+        best = min(_timed(fn) for _ in range(args.repeats))
+        results[name] = n_tok / best
+    base = results["bare forward (full model)"]
+    print(f"model {args.model}, {n_tok} tokens, batch {args.batch_size} x {args.context_len}, "
+          f"torch threads {torch.get_num_threads()}")
+    for name, r in results.items():
+        print(f"  {name:55s} {r:10,.0f} tok/s   {r / base:5.2f}x bare")
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    main()
