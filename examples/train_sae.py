@@ -30,7 +30,7 @@ class TrainConfig:
     arch: str = "topk"               # "topk" or "relu" (ReLU + L1 penalty)
     expansion: int = 8               # latents = expansion * input width
     k: int = 32                      # active latents per row (topk)
-    l1: float = 5e-3                 # L1 coefficient (relu)
+    l1: float = 2e-2                 # L1 coefficient (relu), on the variance-normalized loss
     lr: float = 1e-3
     batch_size: int = 4096
     steps: int = 1000
@@ -57,7 +57,9 @@ class SAE(nn.Module):
         w = torch.randn(d_sae, d_in)
         w /= w.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(w)
-        self.W_enc = nn.Parameter(w.t().clone())  # tied init: starts near a sensible solution
+        # tied init starts near a sensible solution; ReLU codes start small, else the first
+        # reconstructions sum half of all latents and overshoot badly
+        self.W_enc = nn.Parameter(w.t().clone() * (1.0 if arch == "topk" else 0.1))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
 
@@ -133,7 +135,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str
     since_fired = since_fired.to(cfg.device)
     scale: float | None = state["scale"] if state else None  # fixed input scale: E‖x/scale‖² = d_in
     if state:
-        torch.set_rng_state(state["rng"])  # resampling draws continue as if never interrupted
+        torch.set_rng_state(state["rng"])  # CPU resampling draws continue as if never interrupted
     holder: dict[str, Any] = {}  # the live stream, whose state_dict goes into checkpoints
 
     def stream(ep: int, resume: dict[str, Any] | None = None) -> Iterator[dict[str, torch.Tensor]]:
@@ -155,7 +157,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str
         os.replace(tmp, cfg.checkpoint)  # atomic: a crash mid-save leaves the previous checkpoint
 
     history: list[dict[str, float]] = []
-    acc = {"mse": 0.0, "fvu": 0.0, "l0": 0.0, "n": 0}
+    acc, n_acc = dict.fromkeys(("mse", "fvu", "l0"), 0.0), 0  # sums over the current logging window
     t0 = time.perf_counter()
     while step < cfg.steps:
         batch = next(it, None)
@@ -185,25 +187,25 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str
             acc["mse"] += float(mse) * scale ** 2 / d_in  # per-element MSE in the data's own units
             acc["fvu"] += float(mse / var)
             acc["l0"] += float((f > 0).sum(1).float().mean())
-            acc["n"] += 1
+            n_acc += 1
         seen = step * cfg.batch_size
         dead = since_fired >= min(cfg.dead_window, seen)
         if cfg.resample_every and step % cfg.resample_every == 0 and step < cfg.steps:
             if hasattr(ds, "sample"):  # side rows, drawn without disturbing the training stream
-                side = _rows(ds.sample(cfg.resample_rows, seed=cfg.seed + step, hooks=[hook]), hook, cfg.device)
+                n_side = min(cfg.resample_rows, ds.num_rows)
+                side = _rows(ds.sample(n_side, seed=cfg.seed + step, hooks=[hook]), hook, cfg.device)
                 n = resample_dead(sae, opt, dead, side, scale)
                 since_fired[dead] = 0
                 log(f"step {step}: resampled {n} dead latents")
             elif step == cfg.resample_every:
                 log("this actlake version has no ds.sample(); dead-latent resampling is skipped")
         if step % cfg.log_every == 0 or step == cfg.steps:
-            n = acc.pop("n")
-            row = {"step": step, **{k: v / n for k, v in acc.items()}, "dead": float(dead.float().mean()),
-                   "rows_per_s": n * cfg.batch_size / (time.perf_counter() - t0)}
+            row = {"step": step, **{k: v / n_acc for k, v in acc.items()}, "dead": float(dead.float().mean()),
+                   "rows_per_s": n_acc * cfg.batch_size / (time.perf_counter() - t0)}
             history.append(row)
             log(f"step {step:>7}  mse {row['mse']:.4g}  nmse {row['fvu']:.4f}  L0 {row['l0']:.1f}  "
                 f"dead {row['dead']:.3f}  {row['rows_per_s']:,.0f} rows/s")
-            acc = {"mse": 0.0, "fvu": 0.0, "l0": 0.0, "n": 0}
+            acc, n_acc = dict.fromkeys(acc, 0.0), 0
             t0 = time.perf_counter()
         if cfg.checkpoint and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save()
@@ -217,7 +219,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--arch", choices=["topk", "relu"], default="topk")
     p.add_argument("--expansion", type=int, default=8, help="latents per input dimension")
     p.add_argument("--k", type=int, default=32, help="active latents per row (topk)")
-    p.add_argument("--l1", type=float, default=5e-3, help="L1 coefficient (relu)")
+    p.add_argument("--l1", type=float, default=2e-2, help="L1 coefficient (relu)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--steps", type=int, default=1000)
