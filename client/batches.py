@@ -20,7 +20,7 @@ import torch
 
 from actlake.client import shuffle as sh
 from actlake.client.filters import RowFilter
-from actlake.store.dtypes import STORAGE
+from actlake.store.dtypes import STORAGE, storage_to_tensor
 
 if TYPE_CHECKING:
     from actlake.client.dataset import ActivationDataset
@@ -44,10 +44,11 @@ def alloc_rows(rows: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray
     return np.empty((rows, *shape), dtype=dtype)
 
 
-def _as_torch(a: np.ndarray, dtype: str) -> torch.Tensor:
-    if dtype == "bfloat16":
-        return torch.from_numpy(a.view(np.int16))
-    return torch.from_numpy(a)
+def as_records(a: np.ndarray) -> np.ndarray:
+    """View rows as opaque fixed-size records: ``np.take`` then moves each row with one memcpy
+    (about 3x faster than element-wise gathers, and it runs without the GIL)."""
+    flat = a.reshape(a.shape[0], -1)
+    return flat.view(np.dtype((np.void, flat.shape[1] * a.itemsize))).reshape(a.shape[0])
 
 
 class OutputPool:
@@ -78,9 +79,9 @@ class WindowBuffers:
 
     def __init__(self, rows: int, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]):
         self.arrays = {h: alloc_rows(rows, shapes[h], STORAGE[dtypes[h]]) for h in shapes}
-        self.tensors = {h: _as_torch(a, dtypes[h]) for h, a in self.arrays.items()}
+        self.records = {h: as_records(a) for h, a in self.arrays.items()}
         self.row_ids = np.empty(rows, dtype=np.int64)
-        self.perm = torch.empty(0, dtype=torch.long)
+        self.perm = np.empty(0, dtype=np.int64)
         self.n = 0
 
 
@@ -190,32 +191,36 @@ class BatchStream:
         perm = sh.window_permutation(buf.n, self.seed, self.epoch, self.rank, w, self.shuffle)
         if self.filter is not None:
             perm = np.concatenate(used)[perm] if buf.n else perm
-        buf.perm = torch.from_numpy(np.ascontiguousarray(perm, dtype=np.int64))
+        buf.perm = np.ascontiguousarray(perm, dtype=np.int64)
         return buf
 
     def _gather(self, pieces: list[tuple[WindowBuffers, int, int]]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         pin = self.device is not None and self.device.type == "cuda"
         n = sum(b - a for _, a, b in pieces)
+        permuted = self.shuffle or self.filter is not None
         for h in self.hooks:
-            src0 = pieces[0][0].tensors[h]
+            src0 = pieces[0][0].arrays[h]
             shape = (n, *src0.shape[1:])
             if pin:  # CUDA's caching host allocator recycles pinned blocks safely by itself
-                dst = torch.empty(shape, dtype=src0.dtype, pin_memory=True)
+                t = torch.empty(shape, dtype=torch.int16 if src0.dtype == np.uint16 else torch.from_numpy(src0[:0]).dtype,
+                                pin_memory=True)
+                dst = t.numpy().view(src0.dtype)
             else:
-                dst = torch.from_numpy(self._pool.get(shape, self.ds.manifest.hooks[h].dtype == "bfloat16"
-                                                      and np.int16 or STORAGE[self._dtypes[h]]))
-            r = 0
+                dst = self._pool.get(shape, src0.dtype)
+                t = None
+            rec, r = as_records(dst), 0
             for p, a, b in pieces:
-                src = p.tensors[h]
-                if self.shuffle or self.filter is not None:
-                    torch.index_select(src, 0, p.perm[a:b], out=dst[r:r + b - a])
+                if permuted:
+                    np.take(p.records[h], p.perm[a:b], out=rec[r:r + b - a])
                 else:
-                    dst[r:r + b - a].copy_(src[a:b])
+                    dst[r:r + b - a] = p.arrays[h][a:b]
                 r += b - a
-            out[h] = dst.view(torch.bfloat16) if self._dtypes[h] == "bfloat16" else dst
+            out[h] = t if t is not None else storage_to_tensor(dst, self._dtypes[h])
+            if t is not None and self._dtypes[h] == "bfloat16":
+                out[h] = t.view(torch.bfloat16)
         if self.with_provenance:
-            ids = [p.row_ids[p.perm[a:b].numpy()] for p, a, b in pieces]
+            ids = [p.row_ids[p.perm[a:b]] for p, a, b in pieces]
             out["row_id"] = torch.from_numpy(ids[0] if len(ids) == 1 else np.concatenate(ids))
         return out
 
