@@ -15,7 +15,7 @@ from actlake.client.filters import RowFilter
 from actlake.schemas.errors import ActlakeError
 from actlake.schemas.manifest import Manifest
 from actlake.store.commitlog import CommitLog, Snapshot
-from actlake.store.dtypes import storage_to_tensor
+from actlake.store.dtypes import STORAGE, storage_to_tensor
 from actlake.store.fragment import FragmentReader
 from actlake.store.fs import StoreFS, open_store
 from actlake.store.manifest_io import read_manifest
@@ -86,25 +86,27 @@ class ActivationDataset:
         ids = np.asarray(row_ids, dtype=np.int64).reshape(-1)
         frag, local = self.snapshot.locate(ids)
         chunk = local // self.chunk_rows
-        keys = sorted(set(zip(frag.tolist(), chunk.tolist())))
+        keys, inverse = np.unique(np.stack([frag, chunk], axis=1), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
 
-        def read(key):
-            f, c = key
-            return key, {h: self._reader(f).read_chunk(h, c) for h in hooks}
+        def read(i: int) -> dict[str, np.ndarray]:
+            f, c = int(keys[i][0]), int(keys[i][1])
+            return {h: self._reader(f).read_chunk(h, c) for h in hooks}
 
+        out: dict[str, np.ndarray] = {}
         with ThreadPoolExecutor(8) as pool:
-            chunks = dict(pool.map(read, keys))
-        out = {}
-        for h in hooks:
-            info = self._hook_infos[h]
-            first = next(iter(chunks.values()))[h] if chunks else None
-            dt = first.dtype if first is not None else np.float32
-            arr = np.empty((len(ids), *info.shape), dtype=dt)
-            for (f, c), data in chunks.items():
-                sel = np.nonzero((frag == f) & (chunk == c))[0]
-                arr[sel] = data[h][local[sel] - c * self.chunk_rows]
-            out[h] = storage_to_tensor(arr, info.dtype)
-        return out
+            for i, data in enumerate(pool.map(read, range(len(keys)))):
+                sel = order[bounds[i]:bounds[i + 1]]
+                rows = local[sel] - int(keys[i][1]) * self.chunk_rows
+                for h in hooks:
+                    if h not in out:
+                        out[h] = np.empty((len(ids), *self._hook_infos[h].shape), dtype=data[h].dtype)
+                    out[h][sel] = data[h][rows]
+        return {h: storage_to_tensor(out[h] if h in out else
+                                     np.empty((0, *self._hook_infos[h].shape), dtype=STORAGE[self._hook_infos[h].dtype]),
+                                     self._hook_infos[h].dtype) for h in hooks}
 
     def _provenance_of(self, frag: int) -> pa.Table:
         t = self._prov.get(frag)

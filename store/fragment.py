@@ -95,10 +95,13 @@ class FragmentReader:
     def chunk_rows_of(self, chunk: int) -> int:
         return min(self.chunk_rows, self.record.num_rows - chunk * self.chunk_rows)
 
+    def _key(self, info: HookInfo, chunk: int) -> str:
+        return f"{self.record.path}/{layout.chunk_key(info.array, chunk, 1 + len(info.shape))}"
+
     def read_chunk(self, hook: str, chunk: int) -> np.ndarray:
         """Rows of one chunk in the storage dtype, shape (rows_in_chunk, *shape)."""
         info = self.hooks[hook]
-        key = f"{self.record.path}/{layout.chunk_key(info.array, chunk, 1 + len(info.shape))}"
+        key = self._key(info, chunk)
         try:
             raw = self.store.read_bytes(key)
         except FileNotFoundError:
@@ -111,7 +114,7 @@ class FragmentReader:
         info = self.hooks[hook]
         if info.codec != "none":
             return self.read_chunk(hook, chunk)[lo:hi]
-        key = f"{self.record.path}/{layout.chunk_key(info.array, chunk, 1 + len(info.shape))}"
+        key = self._key(info, chunk)
         rb = info.row_bytes
         try:
             raw = self.store.fs.cat_file(self.store.path(key), start=lo * rb, end=hi * rb)
@@ -126,7 +129,7 @@ class FragmentReader:
         disk, uncompressed rows go from the page cache straight into ``out`` with one read."""
         info = self.hooks[hook]
         if info.codec == "none" and self.store.is_local:
-            key = f"{self.record.path}/{layout.chunk_key(info.array, chunk, 1 + len(info.shape))}"
+            key = self._key(info, chunk)
             view = memoryview(out).cast("B")
             try:
                 with open(self.store.path(key), "rb", buffering=0) as f:
