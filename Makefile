@@ -34,8 +34,16 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -ra
 
+# Peers (SAELens, MosaicML streaming) live in .venv-bench (their pins conflict with .venv); if they
+# cannot be installed the benchmark still runs and reports them unavailable.
 bench: install
-	$(BIN)/python bench/loader.py
+	-$(MAKE) bench-venv
+	$(BIN)/python bench/loader.py --profile
+
+bench-venv: .venv-bench/.installed
+
+.venv-bench/.installed: bench/setup_peers.sh
+	PYTHON="$(PYTHON)" TORCH_PIN="$(TORCH_SPEC)" bash bench/setup_peers.sh
 
 clean:
 	rm -rf $(VENV) actlake-data .pytest_cache

@@ -49,6 +49,9 @@ class Meter:
 
     def __init__(self, row_bytes: int):
         self.row_bytes = row_bytes
+        self.load0 = os.getloadavg()[0]
+        self.cpu0 = time.process_time()  # all threads of this process
+        self.times0 = os.times()
         self.t0 = time.perf_counter()
         self.first = None
         self.rows = 0
@@ -69,8 +72,17 @@ class Meter:
         total = self.t_end - self.t0 if self.batches else float("nan")
         steady_rows = self.rows - self.rows_at_steady
         steady = (self.t_end - self.t_steady) if self.batches > 1 else float("nan")
+        cpu = time.process_time() - self.cpu0
+        t1 = os.times()
+        gb = self.rows * self.row_bytes / 1e9 if self.rows else float("nan")
         out = {
             "rows": self.rows, "batches": self.batches, "seconds": total,
+            # CPU seconds of this process (all threads) per GB delivered: less sensitive than wall
+            # time to other work on the machine; load average = how busy the machine was
+            "cpu_s": cpu, "cpu_s_per_gb": cpu / (self.rows * self.row_bytes / 1e9) if self.rows else None,
+            # user = Python + numpy/torch copies; sys = kernel (page-cache copies in read/readinto, page faults)
+            "user_s_per_gb": (t1.user - self.times0.user) / gb, "sys_s_per_gb": (t1.system - self.times0.system) / gb,
+            "loadavg_1m": [self.load0, os.getloadavg()[0]],
             "first_batch_s": self.first,
             "rows_per_s": self.rows / total if self.batches else None,
             "mb_per_s": self.rows * self.row_bytes / total / 1e6 if self.batches else None,

@@ -10,17 +10,22 @@ In one run it prints rows/s and MB/s, warm (page cache) and cold (caches dropped
   raw        sequential read of the store's zarr chunk files with numpy, in storage order
              (``readinto`` a reused buffer, and ``np.fromfile`` per chunk);
   ram-perm   reference: a perfect permutation of rows already in RAM (warm only);
-  actlake    ``ds.batches(B)`` shuffled and unshuffled, a full epoch each;
+  actlake    ``ds.batches(B)`` shuffled and unshuffled, a full epoch each in a fresh process; also
+             shuffled with ``torch.set_num_threads(1)`` in the consumer, and the 2nd epoch read in
+             the same process (warm only);
   saelens    SAELens' ``ActivationsStore`` over a cache written as CacheActivationsRunner writes it;
   mosaic     MosaicML ``StreamingDataset`` (py1e) over the same rows as MDS, DataLoader 2 workers;
 then the ratios, and the shuffle quality (distinct contexts and same-context pairs per batch against
 the exact expectation for a perfect permutation; fragments per batch) of actlake, a naive
 sequential reader, a SAELens-style half-buffer mixer and the real peers.
 
+Besides rows/s: time to the first batch, CPU seconds per GB delivered (user/sys; less sensitive
+than wall time to other work on this shared 2-core machine), the 1-minute load average during each
+measurement, and peak RSS.  ``--profile`` adds a py-spy profile of one warm shuffled epoch.
 Every measurement runs in a fresh subprocess (peak RSS per loader; peers in .venv-bench).  A peer that
-cannot be installed or run is reported as unavailable with the reason, never with a number.  The peers
-are slow (~10^4 rows/s), so they are timed over ``--peer-batches`` batches after their first one;
-raw and actlake read whole epochs.  Data: ``--workdir`` (default ./actlake-data/bench, gitignored)."""
+cannot be installed or run is reported as unavailable with the reason, never with a number.  Peers
+are timed over a bounded number of batches after their first one (SAELens 100, MosaicML 20;
+``--peer-batches``); raw and actlake read whole epochs.  Data: ``--workdir`` (default ./actlake-data/bench, gitignored)."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +51,23 @@ from common import (RESULT_MARK, Meter, can_drop_caches, emit, evict, load_plan,
 
 HOOK = "model.layers.6"
 PEER_TIMEOUT = 1800
+# --peers name -> (label, converter/reader script, extra read args).  saelens reads the cache in the
+# store's dtype (same bytes as actlake); saelens-fp32 asks ActivationsStore for float32 (SAELens'
+# default training dtype), converting while loading.
+PEERS = {
+    "saelens": ("SAELens cached ActivationsStore", "saelens", ["--dtype", "float16"]),
+    "saelens-fp32": ("SAELens cached ActivationsStore, fp32 out", "saelens", ["--dtype", "float32"]),
+    "mosaic": ("MosaicML streaming (py1e, 2 workers)", "mosaic", []),
+}
+# batches timed per peer after its first (--peer-batches overrides): SAELens runs at ~10^5 rows/s
+# here, so 100 batches (~3 s); MosaicML at ~10^4 rows/s, so 20 (~6 s)
+PEER_BATCHES = {"saelens": 100, "mosaic": 20}
+SCRIPTS = {"saelens": BENCH / "peers" / "saelens_read.py", "mosaic": BENCH / "peers" / "mosaic_read.py"}
+PEER_LABELS = {v[0] for v in PEERS.values()}
+RAW = "raw sequential read (readinto)"
+SHUF = "actlake shuffled"
+SHUF1 = "actlake shuffled, torch 1 thread"
+SHUF_E2 = "actlake shuffled, 2nd epoch in process"
 
 
 # =============================================================================================
@@ -236,18 +258,27 @@ def _m_ram_perm(o: dict) -> dict:
 
 
 def _m_actlake(o: dict) -> dict:
-    import torch  # noqa: F401  (imported before the clock starts, like a trainer has it)
+    import torch  # imported before the clock starts, like a trainer has it
 
     from actlake import open_dataset
 
-    d_bytes = o["row_bytes"]
-    m = Meter(d_bytes)
-    ds = open_dataset(o["store"])
+    if o.get("torch_threads"):
+        torch.set_num_threads(o["torch_threads"])
     kw = {"buffer_rows": o["buffer_rows"]} if o.get("buffer_rows") else {}
-    stream = ds.batches(o["batch_size"], hooks=[o["hook"]], shuffle=o["shuffle"], seed=o.get("seed", 0), **kw)
+    h = o["hook"]
+    skip = int(o.get("skip_epochs", 0))
+    if skip:  # epochs read untimed first in this process (allocator and thread pools warmed up)
+        ds = open_dataset(o["store"])
+        for e in range(skip):
+            for _ in ds.batches(o["batch_size"], hooks=[h], shuffle=o["shuffle"], seed=o.get("seed", 0), epoch=e, **kw):
+                pass
+    m = Meter(o["row_bytes"])
+    if not skip:
+        ds = open_dataset(o["store"])
+    stream = ds.batches(o["batch_size"], hooks=[h], shuffle=o["shuffle"], seed=o.get("seed", 0), epoch=skip, **kw)
     for batch in stream:
-        m.add(int(batch[o["hook"]].shape[0]))
-    return m.result(loader="actlake-shuffled" if o["shuffle"] else "actlake-sequential")
+        m.add(int(batch[h].shape[0]))
+    return m.result(loader="actlake-shuffled" if o["shuffle"] else "actlake-sequential", epoch=skip)
 
 
 MEASURES = {"raw": _m_raw, "ram_perm": _m_ram_perm, "actlake": _m_actlake}
@@ -268,7 +299,8 @@ class Unavailable(Exception):
 def run_json(cmd: list[str], timeout: float, env: dict | None = None, log: Path | None = None,
              profile_to: Path | None = None) -> dict:
     if profile_to is not None:
-        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        cands = [shutil.which("py-spy"), Path(sys.executable).parent / "py-spy", ROOT / ".venv-bench" / "bin" / "py-spy"]
+        spy = next((str(c) for c in cands if c and Path(c).exists()), "py-spy")
         cmd = [spy, "record", "--format", "raw", "--rate", "250", "--threads", "--nonblocking",
                "-o", str(profile_to), "--", *cmd]
     try:
@@ -408,21 +440,23 @@ def main() -> None:
     p.add_argument("--buffer-rows", type=int, help="actlake shuffle buffer (default: the library's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=3, help="repeats of raw/actlake measurements (median shown)")
-    p.add_argument("--peer-batches", type=int, default=20, help="batches timed per peer, after its first")
+    p.add_argument("--peer-batches", type=int, help=f"batches timed per peer after its first (default {PEER_BATCHES})")
     p.add_argument("--modes", default="warm,cold")
     p.add_argument("--cold-method", default="auto", choices=["auto", "drop_caches", "fadvise"])
-    p.add_argument("--peers", default="saelens,mosaic", help="comma list; '' for none")
+    p.add_argument("--peers", default="saelens,saelens-fp32,mosaic", help=f"comma list of {list(PEERS)}; '' for none")
     p.add_argument("--peer-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     p.add_argument("--profile", action="store_true", help="py-spy profile of one warm shuffled actlake epoch")
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--json", type=Path, help="also write all results here")
-    p.add_argument("--quick", action="store_true", help="200k rows, 1 repeat, 5 peer batches")
+    p.add_argument("--quick", action="store_true", help="at most 200k rows, 1 repeat, 5 peer batches")
     args = p.parse_args()
     if args.quick:
-        args.rows, args.repeat, args.peer_batches = min(args.rows, 200_000), 1, 5
+        args.rows, args.repeat, args.peer_batches = min(args.rows, 200_000), 1, args.peer_batches or 5
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from actlake import open_dataset
+
+    code_at_start = code_state()
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -454,22 +488,26 @@ def main() -> None:
     idx = build_index(ds, plan, side / "index.npz")
     ctx_counts = np.unique(idx["context_id"], return_counts=True)[1]
 
-    # ---- peers: availability and conversion
-    peers = [s for s in args.peers.split(",") if s.strip()]
-    peer_status: dict[str, dict] = {}
+    # ---- peers: availability and conversion (one conversion per script, shared by its variants)
+    peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+    unknown = [x for x in peers if x not in PEERS]
+    if unknown:
+        raise SystemExit(f"unknown peer(s) {unknown}; known: {list(PEERS)}")
+    peer_error: dict[str, str] = {}
     peer_data: dict[str, Path] = {}
-    vers = peer_versions(args.peer_python) if peers and Path(args.peer_python).exists() else {}
-    scripts = {"saelens": BENCH / "peers" / "saelens_read.py", "mosaic": BENCH / "peers" / "mosaic_read.py"}
-    for name in peers:
-        if not Path(args.peer_python).exists():
-            peer_status[name] = {"error": f"{args.peer_python} missing: run `make bench-venv` (bench/setup_peers.sh)"}
+    have_py = Path(args.peer_python).exists()
+    vers = peer_versions(args.peer_python) if peers and have_py else {}
+    for script in sorted({PEERS[x][1] for x in peers}):
+        if not have_py:
+            peer_error[script] = f"{args.peer_python} missing: run `make bench-venv` (bench/setup_peers.sh)"
             continue
         try:
-            extra = ["--context", str(args.context)] if name == "saelens" else []
-            peer_data[name] = convert_peer(name, args.peer_python, scripts[name], plan_path, side / name, extra, log)
+            extra = ["--context", str(args.context)] if script == "saelens" else []
+            peer_data[script] = convert_peer(script, args.peer_python, SCRIPTS[script], plan_path, side / script,
+                                             extra, log)
         except Unavailable as e:
-            peer_status[name] = {"error": f"conversion failed: {e}"}
-            print(f"  {name} unavailable: {e}", file=sys.stderr, flush=True)
+            peer_error[script] = f"conversion failed: {e}"
+            print(f"  {script} unavailable: {e}", file=sys.stderr, flush=True)
 
     # ---- cold method
     modes = [m for m in args.modes.split(",") if m]
@@ -499,44 +537,54 @@ def main() -> None:
         ("raw sequential read (readinto)", "raw", {"how": "readinto"}, [store]),
         ("raw sequential read (np.fromfile)", "raw", {"how": "fromfile"}, [store]),
         ("in-RAM perfect permutation (ref)", "ram_perm", {}, [store]),
-        ("actlake shuffled", "actlake", {"shuffle": True}, [store]),
+        (SHUF, "actlake", {"shuffle": True}, [store]),
         ("actlake unshuffled", "actlake", {"shuffle": False}, [store]),
+        # the consumer process with torch.set_num_threads(1): no intra-op thread pool in the
+        # loader's torch ops (a 2-core machine; see docs/performance.md)
+        (SHUF1, "actlake", {"shuffle": True, "torch_threads": 1}, [store]),
+        # a training run reads many epochs: the 2nd epoch in the same process (fresh stream, warmed
+        # allocator) -- the first one pays one-off costs that a 2 GB store does not amortize
+        (SHUF_E2, "actlake", {"shuffle": True, "skip_epochs": 1}, [store]),
     ]
     results: dict[str, dict[str, dict]] = {}
     peer_ids: dict[str, list] = {}
     for mode in modes:
-        for label, kind, extra, paths in jobs:
-            if kind == "ram_perm" and mode == "cold":
-                continue
-            runs = []
-            for r in range(args.repeat):
+        # repeats interleaved (raw, actlake, raw, actlake, ...) so that other work on the machine
+        # hits every loader alike; ratios are also given per repeat pair
+        runs: dict[str, list[dict]] = {}
+        for r in range(args.repeat):
+            for label, kind, extra, paths in jobs:
+                if mode == "cold" and (kind == "ram_perm" or extra.get("skip_epochs")):
+                    continue  # in RAM / read once already: not a cold measurement
                 prepare(mode, paths)
                 try:
-                    runs.append(run_json(me + [kind, json.dumps({**base, **extra})], 3600, None, log))
+                    rr = run_json(me + [kind, json.dumps({**base, **extra})], 3600, None, log)
                 except Unavailable as e:
-                    runs.append({"error": str(e)})
-                rr = runs[-1]
-                print(f"[{mode}] {label} #{r + 1}: " + (f"{rr['rows_per_s']:,.0f} rows/s, {rr['mb_per_s']:,.0f} MB/s"
-                      if "rows_per_s" in rr else rr["error"]), file=sys.stderr, flush=True)
-            results.setdefault(label, {})[mode] = summarize(runs)
+                    rr = {"error": str(e)}
+                runs.setdefault(label, []).append(rr)
+                print(f"[{mode}] {label} #{r + 1}: " + (
+                    f"{rr['rows_per_s']:,.0f} rows/s, {rr['mb_per_s']:,.0f} MB/s, {rr['cpu_s_per_gb']:.2f} CPU s/GB, "
+                    f"load {rr['loadavg_1m'][0]:.1f}" if "rows_per_s" in rr else rr["error"]), file=sys.stderr, flush=True)
+        for label, rs in runs.items():
+            results.setdefault(label, {})[mode] = summarize(rs)
         for name in peers:
-            label = {"saelens": "SAELens cached ActivationsStore", "mosaic": "MosaicML streaming (py1e, 2 workers)"}[name]
-            if name in peer_status:
-                results.setdefault(label, {})[mode] = {"error": peer_status[name]["error"]}
+            label, script, extra = PEERS[name]
+            if script in peer_error:
+                results.setdefault(label, {})[mode] = {"error": peer_error[script]}
                 continue
-            data = peer_data[name]
+            data = peer_data[script]
             ids_out = side / f"{name}-ids-{mode}.npy"
-            cmd = [args.peer_python, str(scripts[name]), "read", "--plan", str(plan_path),
-                   "--batch-size", str(args.batch_size), "--batches", str(args.peer_batches),
-                   "--keymap", str(side / "index.npz"), "--ids-out", str(ids_out)]
-            cmd += ["--cache", str(data), "--context", str(args.context)] if name == "saelens" else ["--mds", str(data)]
+            cmd = [args.peer_python, str(SCRIPTS[script]), "read", "--plan", str(plan_path),
+                   "--batch-size", str(args.batch_size), "--batches", str(args.peer_batches or PEER_BATCHES[script]),
+                   "--keymap", str(side / "index.npz"), "--ids-out", str(ids_out), *extra]
+            cmd += ["--cache", str(data), "--context", str(args.context)] if script == "saelens" else ["--mds", str(data)]
             prepare(mode, [data])
             try:
                 rr = run_json(cmd, PEER_TIMEOUT, peer_env(), log)
                 if rr.get("ids_file"):
                     peer_ids.setdefault(label, list(np.load(rr["ids_file"])))
                 print(f"[{mode}] {label}: steady {rr['steady_rows_per_s']:,.0f} rows/s, first batch "
-                      f"{rr['first_batch_s']:.1f} s", file=sys.stderr, flush=True)
+                      f"{rr['first_batch_s']:.1f} s, load {rr['loadavg_1m'][0]:.1f}", file=sys.stderr, flush=True)
             except Unavailable as e:
                 rr = {"error": str(e)}
                 print(f"[{mode}] {label} unavailable: {e}", file=sys.stderr, flush=True)
@@ -554,15 +602,17 @@ def main() -> None:
 
     qual = [] if args.no_quality else quality_rows(args, ds, idx, peer_ids)
     out = {
-        "when": stamp, "command": " ".join(sys.argv), "machine": machine_info(),
+        "when": stamp, "command": " ".join(sys.argv), "machine": machine_info(), "code": code_at_start,
         "store": {"path": str(store), "rows": n_rows, "shape": plan["shape"], "dtype": plan["dtype"],
                   "bytes": total_bytes, "fragments": len(plan["fragments"]), "chunk_rows": plan["chunk_rows"],
                   "contexts": int(len(ctx_counts)), "context_len_mean": float(ctx_counts.mean()),
                   "row_key_collisions": int(idx["collisions"])},
         "batch_size": args.batch_size, "buffer_rows": args.buffer_rows, "repeat": args.repeat,
         "peer_batches": args.peer_batches, "cold_method": cold_method, "cold_note": cold_note,
-        "peer_versions": vers, "peer_status": peer_status, "results": results, "quality": qual, "profile": profile,
+        "peer_versions": vers, "peer_errors": peer_error, "results": results, "quality": qual, "profile": profile,
     }
+    if code_state()["client_store_sha1"] != code_at_start["client_store_sha1"]:
+        out["code"]["changed_during_run"] = code_state()
     (resdir / f"loader-{stamp}.json").write_text(json.dumps(out, indent=1, default=float))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=float))
@@ -578,7 +628,12 @@ def summarize(runs: list[dict]) -> dict:
     return {"rows_per_s": med("rows_per_s"), "mb_per_s": med("mb_per_s"), "first_batch_s": med("first_batch_s"),
             "seconds": med("seconds"), "rows": ok[0]["rows"], "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
             "min_rows_per_s": min(r["rows_per_s"] for r in ok), "max_rows_per_s": max(r["rows_per_s"] for r in ok),
-            "runs": runs}
+            "cpu_s_per_gb": med("cpu_s_per_gb"), "user_s_per_gb": med("user_s_per_gb"),
+            "sys_s_per_gb": med("sys_s_per_gb"), "loadavg_1m": med_load(ok), "runs": runs}
+
+
+def med_load(runs: list[dict]) -> float:
+    return statistics.median([x for r in runs for x in r.get("loadavg_1m", [])] or [float("nan")])
 
 
 def summarize_profile(path: Path, top: int = 25) -> dict:
@@ -591,13 +646,32 @@ def summarize_profile(path: Path, top: int = 25) -> dict:
         if not stack or not cnt.isdigit():
             continue
         c = int(cnt)
+        frames = [fr for fr in stack.split(";") if not fr.startswith("thread (")]
+        if not frames or any("importlib._bootstrap" in fr for fr in frames):
+            continue  # idle thread roots and import time are not the loader's
         total += c
-        frames = stack.split(";")
         leaf[frames[-1]] = leaf.get(frames[-1], 0) + c
         for fr in set(frames):
             incl[fr] = incl.get(fr, 0) + c
     top_of = lambda d: [(k, v / total) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]  # noqa: E731
-    return {"file": str(path), "samples": total, "self": top_of(leaf), "inclusive": top_of(incl)}
+    return {"file": str(path), "samples": total, "note": "import time excluded", "self": top_of(leaf), "inclusive": top_of(incl)}
+
+
+def code_state() -> dict:
+    """Which actlake code was measured: HEAD plus a digest of client/ and store/ as on disk (the
+    loader may be edited between commits)."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except Exception:  # noqa: BLE001
+            return ""
+    h = hashlib.sha1()
+    for folder in ("client", "store"):
+        for f in sorted((ROOT / folder).glob("*.py")):
+            h.update(f.name.encode() + f.read_bytes())
+    return {"head": git("rev-parse", "--short", "HEAD"),
+            "modified": [ln[3:] for ln in git("status", "--porcelain", "--", "client", "store").splitlines()],
+            "client_store_sha1": h.hexdigest()[:12]}
 
 
 def machine_info() -> dict:
@@ -627,51 +701,70 @@ def print_report(o: dict) -> None:
     print(f"\n== actlake loader benchmark: {s['rows']:,} rows x {s['shape']} {s['dtype']} "
           f"({s['bytes'] / 1e9:.2f} GB, {s['fragments']} fragments, {s['contexts']:,} contexts of "
           f"~{s['context_len_mean']:.0f} tokens, chunk {s['chunk_rows']}), batch {o['batch_size']}")
+    c = o["code"]
+    print(f"actlake code: HEAD {c['head']}" + (f" + uncommitted {', '.join(c['modified'])}" if c["modified"] else "")
+          + f" (client/+store/ sha1 {c['client_store_sha1']})")
+    if c.get("changed_during_run"):
+        print(f"WARNING: client/ or store/ changed during the run (now HEAD {c['changed_during_run']['head']}, "
+              f"sha1 {c['changed_during_run']['client_store_sha1']}): figures mix two versions")
     print(f"machine: {o['machine']['cpus']} cpus, {o['machine']['mem']}; cold = {o['cold_method']} "
-          f"{o['cold_note']}; raw/actlake: median of {o['repeat']} full epochs; peers: {o['peer_batches']} "
-          f"batches after the first")
-    hdr = f"{'loader':40} {'warm rows/s':>12} {'MB/s':>7} {'cold rows/s':>12} {'MB/s':>7} {'1st batch w/c s':>16} {'RSS MB':>7}"
+          f"{o['cold_note']}; raw/actlake: median of {o['repeat']} full epochs (interleaved); peers: "
+          f"{o['peer_batches'] or PEER_BATCHES} batches after the first (steady rate)")
+    hdr = (f"{'loader':42} {'warm rows/s':>12} {'MB/s':>6} {'cold rows/s':>12} {'MB/s':>6} {'1st batch w/c s':>15} "
+           f"{'CPU s/GB w/c':>13} {'load w/c':>9} {'RSS MB':>7}")
     print("\n" + hdr + "\n" + "-" * len(hdr))
     for label, by in o["results"].items():
-        cells = []
-        firsts = []
-        rss = 0.0
+        cells, firsts, cpus, loads, rss = [], [], [], [], 0.0
         for mode in ("warm", "cold"):
             r = by.get(mode)
-            if r is None:
-                cells += ["", ""]
+            if r is None or "error" in r:
+                cells += ["n/a" if r else "", ""]
                 firsts.append("")
+                cpus.append("")
+                loads.append("")
                 continue
-            if "error" in r:
-                cells += ["n/a", ""]
-                firsts.append("")
-                continue
-            rate = r.get("steady_rows_per_s") if label.startswith(("SAELens", "MosaicML")) else r["rows_per_s"]
-            cells += [_f(rate), _f(rate * o["store"]["bytes"] / o["store"]["rows"] / 1e6)]
+            rate = rate_of(o, label, mode)
+            cells += [_f(rate), _f(rate * s["bytes"] / s["rows"] / 1e6)]
             firsts.append(_f(r.get("first_batch_s"), "{:.2f}"))
+            cpus.append(_f(r.get("cpu_s_per_gb_with_workers") or r.get("cpu_s_per_gb"), "{:.2f}"))
+            ld = r.get("loadavg_1m")
+            loads.append(_f(statistics.median(ld) if isinstance(ld, list) else ld, "{:.1f}"))
             rss = max(rss, r.get("peak_rss_mb") or 0)
-        print(f"{label:40} {cells[0]:>12} {cells[1]:>7} {cells[2]:>12} {cells[3]:>7} {'/'.join(firsts):>16} {rss:>7,.0f}")
+        print(f"{label:42} {cells[0]:>12} {cells[1]:>6} {cells[2]:>12} {cells[3]:>6} {'/'.join(firsts):>15} "
+              f"{'/'.join(cpus):>13} {'/'.join(loads):>9} {rss:>7,.0f}")
     for label, by in o["results"].items():
         for mode, r in by.items():
             if "error" in r:
                 print(f"  {label} [{mode}] unavailable: {r['error']}")
-    print("\nratios (actlake shuffled rows/s over ...):")
-    for mode in ("warm", "cold"):
-        a = rate_of(o, "actlake shuffled", mode)
-        if a is None:
-            continue
-        parts = []
-        for ref, tgt in (("raw sequential read (readinto)", 0.8), ("raw sequential read (np.fromfile)", 0.8),
-                         ("actlake unshuffled", None), ("in-RAM perfect permutation (ref)", None),
-                         ("SAELens cached ActivationsStore", 50), ("MosaicML streaming (py1e, 2 workers)", 50)):
-            r = rate_of(o, ref, mode)
-            if r:
-                ok = "" if tgt is None else (" ok" if a / r >= tgt else f" MISS (target {tgt}x)")
-                parts.append(f"{ref}: {a / r:.2f}x{ok}")
-        print(f"  [{mode}] " + "; ".join(parts))
+    split = []
+    for label in (RAW, SHUF, SHUF1, SHUF_E2, "actlake unshuffled"):
+        for mode in ("warm", "cold"):
+            r = o["results"].get(label, {}).get(mode) or {}
+            if r.get("user_s_per_gb") is not None:
+                split.append(f"{label} [{mode}] {r['user_s_per_gb']:.2f}/{r['sys_s_per_gb']:.2f}")
+    if split:
+        print("CPU s/GB user/sys (sys = kernel page-cache copies and faults):\n  " + "\n  ".join(split))
+    print("\nratios of rows/s (ratio of medians; [median of per-repeat pairs]):")
+    for mine in (SHUF, SHUF1, SHUF_E2):
+        for mode in ("warm", "cold"):
+            a = rate_of(o, mine, mode)
+            if a is None:
+                continue
+            parts = []
+            refs = [(RAW, 0.8), ("raw sequential read (np.fromfile)", 0.8), ("actlake unshuffled", None),
+                    ("in-RAM perfect permutation (ref)", None)] + [(lab, 50) for lab, _, _ in PEERS.values()]
+            for ref, tgt in refs:
+                r = rate_of(o, ref, mode)
+                if not r:
+                    continue
+                ok = "" if tgt is None else (" ok" if a / r >= tgt else f" MISS, target {tgt}x")
+                pr = paired_ratio(o, mine, ref, mode)
+                parts.append(f"{ref}: {a / r:.2f}x" + (f" [{pr:.2f}x]" if pr else "") + ok)
+            print(f"  {mine} [{mode}] over\n      " + "\n      ".join(parts))
     if o["quality"]:
         print("\nshuffle quality (per batch of %d; 'perfect' = exact expectation for a uniform permutation):" % o["batch_size"])
-        h = f"{'loader':52} {'batches':>7} {'distinct ctx':>12} {'perfect':>9} {'ratio':>6} {'same-ctx pairs':>14} {'perfect':>9} {'frags/batch':>11}"
+        h = (f"{'loader':52} {'batches':>7} {'distinct ctx':>12} {'perfect':>9} {'ratio':>6} {'same-ctx pairs':>14} "
+             f"{'perfect':>9} {'frags/batch':>11}")
         print(h + "\n" + "-" * len(h))
         for q in o["quality"]:
             if "error" in q:
@@ -680,19 +773,34 @@ def print_report(o: dict) -> None:
             print(f"{q['loader']:52} {q['batches']:>7} {q['distinct_contexts']:>12,.1f} {q['distinct_contexts_perfect']:>9,.1f} "
                   f"{q['distinct_ratio']:>6.3f} {q['same_context_pairs']:>14,.0f} {q['same_context_pairs_perfect']:>9,.1f} "
                   f"{q.get('fragments_per_batch', float('nan')):>11.1f}")
+        for q in o["quality"]:
+            if q.get("note"):
+                print(f"  {q['loader']}: {q['note']}")
     if o.get("profile") and "self" in o["profile"]:
-        print(f"\npy-spy, warm shuffled epoch ({o['profile']['samples']} samples, all threads), top self time:")
+        print(f"\npy-spy, warm shuffled epoch ({o['profile']['samples']} samples, all threads, imports excluded), "
+              "top self time:")
         for k, v in o["profile"]["self"][:15]:
             print(f"  {v * 100:5.1f}%  {k}")
+    elif o.get("profile"):
+        print(f"\nprofile failed: {o['profile'].get('error')}")
     if o["peer_versions"]:
         print("\npeers venv: " + ", ".join(f"{k} {v}" for k, v in o["peer_versions"].items()))
+
+
+def paired_ratio(o: dict, a: str, b: str, mode: str):
+    ra = o["results"].get(a, {}).get(mode, {}).get("runs") or []
+    rb = o["results"].get(b, {}).get(mode, {}).get("runs") or []
+    if len(ra) < 2 or len(ra) != len(rb):
+        return None
+    pairs = [x["rows_per_s"] / y["rows_per_s"] for x, y in zip(ra, rb) if x.get("rows_per_s") and y.get("rows_per_s")]
+    return statistics.median(pairs) if pairs else None
 
 
 def rate_of(o: dict, label: str, mode: str):
     r = o["results"].get(label, {}).get(mode)
     if not r or "error" in r:
         return None
-    return r.get("steady_rows_per_s") if label.startswith(("SAELens", "MosaicML")) else r.get("rows_per_s")
+    return r.get("steady_rows_per_s") if label in PEER_LABELS else r.get("rows_per_s")
 
 
 if __name__ == "__main__":

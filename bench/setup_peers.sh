@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-bench}
 TORCH_PIN=${TORCH_PIN:-torch==2.13.0}
-SAELENS=${SAELENS:-sae-lens}
+SAELENS=${SAELENS:-sae-lens}  # pin e.g. SAELENS=sae-lens==6.54.12 to repeat docs/performance.md
 STREAMING=${STREAMING:-mosaicml-streaming}
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -25,16 +25,43 @@ constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "$TORCH_PIN" > "$constraints"
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q -c "$constraints" "$TORCH_PIN"
-# One resolve for both peers, torch held by the constraints file.
-"$VENV/bin/pip" install -q -c "$constraints" "$SAELENS" "$STREAMING" py-spy
+# One resolve for both peers, torch held by the constraints file; if that fails, each alone, so one
+# peer that cannot be installed does not take the other with it (loader.py reports it unavailable).
+if ! "$VENV/bin/pip" install -q -c "$constraints" "$SAELENS" "$STREAMING"; then
+  echo "setup_peers: joint install failed; trying each peer alone" >&2
+  "$VENV/bin/pip" install -q -c "$constraints" "$SAELENS" || echo "setup_peers: $SAELENS not installed" >&2
+  "$VENV/bin/pip" install -q -c "$constraints" "$STREAMING" || echo "setup_peers: $STREAMING not installed" >&2
+fi
 "$VENV/bin/pip" uninstall -q -y torchvision 2>/dev/null || true
+# py-spy (a standalone sampling profiler) for `bench/loader.py --profile`; optional
+"$VENV/bin/pip" install -q py-spy || echo "setup_peers: py-spy not installed (--profile unavailable)" >&2
 export HF_HUB_OFFLINE=1
 "$VENV/bin/python" - <<'PY'
-import importlib.metadata as md
-import torch
-from sae_lens import ActivationsStore  # noqa: F401
-from streaming import StreamingDataset  # noqa: F401
-print("peers ready:", {p: md.version(p) for p in ("sae-lens", "mosaicml-streaming", "torch", "transformers",
-                                                   "datasets", "numpy")})
+import importlib.metadata as md, importlib.util, sys, types
+
+def version(p):
+    try:
+        return md.version(p)
+    except md.PackageNotFoundError:
+        return None
+
+ok = True
+try:
+    from sae_lens.training.activations_store import ActivationsStore  # noqa: F401
+except Exception as e:  # noqa: BLE001
+    ok = False
+    print("sae-lens unusable:", repr(e), file=sys.stderr)
+try:  # streaming/__init__ imports torchvision; bench/peers/mosaic_read.py imports streaming.base alone
+    spec = importlib.util.find_spec("streaming")
+    pkg = types.ModuleType("streaming")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["streaming"] = pkg
+    from streaming.base import MDSWriter, StreamingDataset  # noqa: F401
+except Exception as e:  # noqa: BLE001
+    ok = False
+    print("mosaicml-streaming unusable:", repr(e), file=sys.stderr)
+print("peers venv:", {p: version(p) for p in ("sae-lens", "mosaicml-streaming", "torch", "transformers",
+                                              "datasets", "numpy")})
+sys.exit(0 if ok else 1)
 PY
 touch "$VENV/.installed"

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
-from common import (KeyMap, Meter, context_order, emit, load_plan, read_fragment_provenance,  # noqa: E402
-                    read_fragment_rows)
+from common import (KEY_COLS, KeyMap, Meter, context_order, emit, load_plan,  # noqa: E402
+                    read_fragment_provenance, read_fragment_rows)
 
 HOOK = "blocks.0.hook_resid_post"  # SAELens hook name used for the cache column (any name works)
 
@@ -94,7 +94,7 @@ def read(args) -> None:
     for _ in range(args.batches + 1):  # +1: the first batch (buffer fill) is reported separately
         b = store.next_batch()
         m.add(int(b.shape[0]))
-        kept.append(b)
+        kept.append(b[:, :KEY_COLS].clone())  # enough to identify the row; keeps RSS honest
     res = m.result(loader="saelens", dtype=str(kept[0].dtype),
                    config={"n_batches_in_buffer": args.n_batches_in_buffer,
                            "store_batch_size_prompts": args.store_batch_size_prompts,
