@@ -25,8 +25,8 @@ from actlake.store.dtypes import STORAGE, storage_to_tensor
 if TYPE_CHECKING:
     from actlake.client.dataset import ActivationDataset
 
-DEFAULT_BUFFER_ROWS = 1 << 17
-DEFAULT_BLOCK_ROWS = 1024
+DEFAULT_BUFFER_ROWS = 1 << 15
+DEFAULT_BLOCK_ROWS = 256
 _END = object()
 
 
@@ -74,6 +74,27 @@ class OutputPool:
         return a
 
 
+class BufferCache:
+    """Window buffers (and output pools) kept by the dataset between streams, so later epochs and
+    streams reuse warm pages instead of faulting in fresh ones.  A stream borrows them exclusively
+    and gives them back when it ends; at most ``cap`` are kept."""
+
+    def __init__(self, cap: int = 4):
+        self.cap, self._free, self._lock = cap, [], threading.Lock()
+
+    def take(self, key: tuple) -> Any:
+        with self._lock:
+            for i, (k, buf) in enumerate(self._free):
+                if k == key:
+                    return self._free.pop(i)[1]
+        return None
+
+    def give(self, key: tuple, buf: Any) -> None:
+        with self._lock:
+            self._free.append((key, buf))
+            del self._free[:-self.cap]
+
+
 class WindowBuffers:
     """Reusable per-hook row buffers for one window (reuse keeps their pages warm)."""
 
@@ -97,7 +118,7 @@ class BatchStream:
     def __init__(self, ds: "ActivationDataset", batch_size: int, hooks: list[str] | None = None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = True, device: str | torch.device | None = None, with_provenance: bool = False,
-                 buffer_rows: int | None = None, block_rows: int | None = None, io_threads: int = 4,
+                 buffer_rows: int | None = None, block_rows: int | None = None, io_threads: int | None = None,
                  prefetch: int = 1, prefetch_batches: int = 4, filter: RowFilter | dict | None = None):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -112,7 +133,9 @@ class BatchStream:
         self.buffer_rows = max(buffer_rows or DEFAULT_BUFFER_ROWS, batch_size)
         compressed = any(ds.manifest.hooks[h].codec != "none" for h in self.hooks)
         self.block_rows = ds.chunk_rows if compressed else min(block_rows or DEFAULT_BLOCK_ROWS, ds.chunk_rows)
-        self.io_threads, self.prefetch, self.prefetch_batches = io_threads, max(0, prefetch), max(1, prefetch_batches)
+        # local reads are CPU copies (more threads than cores only contend); object stores are latency-bound
+        self.io_threads = io_threads or (2 if ds.store.is_local else 8)
+        self.prefetch, self.prefetch_batches = max(0, prefetch), max(1, prefetch_batches)
         self._dtypes = {h: ds.manifest.hooks[h].dtype for h in self.hooks}
         self.filter = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
         kept = ds._kept_per_block(self.filter, self.block_rows) if self.filter is not None else None
@@ -158,6 +181,10 @@ class BatchStream:
         self.step = step
 
     # ---- reading ------------------------------------------------------------------------------
+    def _buffer_key(self) -> tuple:
+        infos = self.ds.manifest.hooks
+        return self._max_window_rows, tuple((h, tuple(infos[h].shape), self._dtypes[h]) for h in self.hooks)
+
     def _new_buffers(self) -> WindowBuffers:
         infos = self.ds.manifest.hooks
         return WindowBuffers(self._max_window_rows, {h: tuple(infos[h].shape) for h in self.hooks}, self._dtypes)
@@ -165,7 +192,7 @@ class BatchStream:
     def _fill(self, w: int, ring: list, k: int, io: ThreadPoolExecutor) -> WindowBuffers:
         """Read window ``w``'s blocks into ring buffer ``k`` (allocated here on first use)."""
         if ring[k] is None:
-            ring[k] = self._new_buffers()
+            ring[k] = self.ds._buffers.take(self._buffer_key()) or self._new_buffers()
         buf: WindowBuffers = ring[k]
         s0, s1 = int(self.bounds[w]), int(self.bounds[w + 1])
         seg = self.segments
@@ -267,6 +294,11 @@ class BatchStream:
                         break
                 for f in pending.values():
                     f.cancel()
+            # (the executors have joined: no fill is still writing into the ring)
+            for buf in ring:
+                if buf is not None:
+                    self.ds._buffers.give(self._buffer_key(), buf)
+            self.ds._buffers.give(("out",), self._pool)
             q.put(_END)
         except BaseException as e:  # forwarded and re-raised in the consumer
             q.put(e)
@@ -275,7 +307,7 @@ class BatchStream:
         if self.step >= self.num_batches:
             return
         q: queue.Queue = queue.Queue(self.prefetch_batches)
-        self._pool = OutputPool(cap=self.prefetch_batches + 4)
+        self._pool = self.ds._buffers.take(("out",)) or OutputPool(cap=self.prefetch_batches + 8)
         stop = threading.Event()
         worker = threading.Thread(target=self._produce, args=(self.step, q, stop), daemon=True,
                                   name="actlake-batches")

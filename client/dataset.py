@@ -41,6 +41,9 @@ class ActivationDataset:
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._kept: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
+        from actlake.client.batches import BufferCache
+
+        self._buffers = BufferCache(cap=8)  # warm window buffers / output pools reused across streams
 
     # ---- metadata -----------------------------------------------------------------------------
     @property
