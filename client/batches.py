@@ -25,8 +25,8 @@ from actlake.store.dtypes import STORAGE, storage_to_tensor
 if TYPE_CHECKING:
     from actlake.client.dataset import ActivationDataset
 
-DEFAULT_BUFFER_ROWS = 1 << 15
-DEFAULT_BLOCK_ROWS = 256
+DEFAULT_BUFFER_ROWS = 1 << 17
+DEFAULT_BLOCK_ROWS = 1024
 _END = object()
 
 
@@ -133,8 +133,8 @@ class BatchStream:
         self.buffer_rows = max(buffer_rows or DEFAULT_BUFFER_ROWS, batch_size)
         compressed = any(ds.manifest.hooks[h].codec != "none" for h in self.hooks)
         self.block_rows = ds.chunk_rows if compressed else min(block_rows or DEFAULT_BLOCK_ROWS, ds.chunk_rows)
-        # local reads are CPU copies (more threads than cores only contend); object stores are latency-bound
-        self.io_threads = io_threads or (2 if ds.store.is_local else 8)
+        # cold local disks want a few reads in flight; object stores are latency-bound and want many
+        self.io_threads = io_threads or (4 if ds.store.is_local else 16)
         self.prefetch, self.prefetch_batches = max(0, prefetch), max(1, prefetch_batches)
         self._dtypes = {h: ds.manifest.hooks[h].dtype for h in self.hooks}
         self.filter = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
