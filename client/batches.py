@@ -144,8 +144,9 @@ class BatchStream:
         self.bounds = sh.windows(self.segments, self.buffer_rows)
         seg_cum = np.concatenate([[0], np.cumsum(self.segments.rows)]).astype(np.int64)
         self.window_starts = seg_cum[self.bounds]
-        raw_cum = np.concatenate([[0], np.cumsum(self.segments.raw_rows)]).astype(np.int64)
-        self._max_window_rows = int(np.diff(raw_cum[self.bounds]).max()) if self.num_windows else 0
+        # every window fits max(buffer_rows, one block): a size that does not depend on the epoch's
+        # permutation, so buffers cached by the dataset fit the next epoch's windows too
+        self._max_window_rows = max(self.buffer_rows, self.block_rows)
         self.num_rows = int(self.window_starts[-1])
         self.num_batches = sh.num_batches(self.num_rows, batch_size, drop_last)
         self.step = 0
