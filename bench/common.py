@@ -215,3 +215,25 @@ def can_drop_caches() -> tuple[bool, str]:
         return True, ""
     except OSError as e:
         return False, f"{type(e).__name__}: {e}"
+
+
+def peer_cli(doc: str, convert, read, convert_args, read_args) -> None:
+    """The shared command line of the peer scripts: ``convert --plan --out …`` and
+    ``read --plan --batch-size --batches --keymap --ids-out …`` plus each peer's own options."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert")
+    c.add_argument("--plan", required=True)
+    c.add_argument("--out", required=True)
+    convert_args(c)
+    r = sub.add_parser("read")
+    r.add_argument("--plan", required=True)
+    r.add_argument("--batch-size", type=int, default=4096)
+    r.add_argument("--batches", type=int, default=20)
+    r.add_argument("--keymap")
+    r.add_argument("--ids-out")
+    read_args(r)
+    a = p.parse_args()
+    (convert if a.cmd == "convert" else read)(a)

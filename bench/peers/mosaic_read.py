@@ -12,7 +12,6 @@ script imports ``streaming.base`` (which has everything used here) without runni
 ``__init__``."""
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
-from common import (KEY_COLS, KeyMap, Meter, context_order, emit, load_plan,  # noqa: E402
+from common import (KEY_COLS, peer_cli, KeyMap, Meter, context_order, emit, load_plan,  # noqa: E402
                     read_fragment_provenance, read_fragment_rows)
 
 
@@ -102,23 +101,13 @@ def read(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert")
-    c.add_argument("--plan", required=True)
-    c.add_argument("--out", required=True)
-    r = sub.add_parser("read")
-    r.add_argument("--plan", required=True)
-    r.add_argument("--mds", required=True)
-    r.add_argument("--batch-size", type=int, default=4096)
-    r.add_argument("--batches", type=int, default=20)
-    r.add_argument("--workers", type=int, default=2)
-    r.add_argument("--shuffle-algo", default="py1e")
-    r.add_argument("--seed", type=int, default=9176)
-    r.add_argument("--keymap")
-    r.add_argument("--ids-out")
-    a = p.parse_args()
-    (convert if a.cmd == "convert" else read)(a)
+    def read_args(r) -> None:
+        r.add_argument("--mds", required=True)
+        r.add_argument("--workers", type=int, default=2)
+        r.add_argument("--shuffle-algo", default="py1e")
+        r.add_argument("--seed", type=int, default=9176)
+
+    peer_cli(__doc__, convert, read, lambda c: None, read_args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Reading uses SAELens' defaults for the in-RAM mixing buffer (``n_batches_in_buff
 LanguageModelSAERunnerConfig) and ``train_batch_size_tokens`` = the benchmark's batch size."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
-from common import (KEY_COLS, KeyMap, Meter, context_order, emit, load_plan,  # noqa: E402
+from common import (KEY_COLS, KeyMap, Meter, context_order, emit, load_plan, peer_cli,  # noqa: E402
                     read_fragment_provenance, read_fragment_rows)
 
 HOOK = "blocks.0.hook_resid_post"  # SAELens hook name used for the cache column (any name works)
@@ -111,26 +110,16 @@ def read(args) -> None:
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert")
-    c.add_argument("--plan", required=True)
-    c.add_argument("--out", required=True)
-    c.add_argument("--context", type=int, default=250)
-    r = sub.add_parser("read")
-    r.add_argument("--plan", required=True)
-    r.add_argument("--cache", required=True)
-    r.add_argument("--context", type=int, default=250)
-    r.add_argument("--batch-size", type=int, default=4096)
-    r.add_argument("--batches", type=int, default=20)
-    r.add_argument("--dtype", default="float16")
-    r.add_argument("--n-batches-in-buffer", type=int, default=20)
-    r.add_argument("--store-batch-size-prompts", type=int, default=32)
-    r.add_argument("--mix-fraction", type=float, default=0.5)
-    r.add_argument("--keymap")
-    r.add_argument("--ids-out")
-    a = p.parse_args()
-    (convert if a.cmd == "convert" else read)(a)
+
+    def read_args(r) -> None:
+        r.add_argument("--cache", required=True)
+        r.add_argument("--context", type=int, default=250)
+        r.add_argument("--dtype", default="float16")
+        r.add_argument("--n-batches-in-buffer", type=int, default=20)
+        r.add_argument("--store-batch-size-prompts", type=int, default=32)
+        r.add_argument("--mix-fraction", type=float, default=0.5)
+
+    peer_cli(__doc__, convert, read, lambda c: c.add_argument("--context", type=int, default=250), read_args)
 
 
 if __name__ == "__main__":
