@@ -116,3 +116,33 @@ def test_smollm2_rows_equal_direct_forward(ray_local, tmp_path, text_corpus):
         sel = np.nonzero(ctx_col == c)[0]
         for n in hooks:
             assert torch.equal(got[n][sel], ref[n][0, pos_col[sel]].to(torch.bfloat16)), (n, c)
+
+
+def test_convnext_spatial_maps_become_rows(ray_local, tmp_path, image_folder):
+    """A conv stage's C×H×W map is stored as H·W rows of width C with patch row/col provenance."""
+    from PIL import Image
+    from transformers import ConvNextConfig, ConvNextImageProcessor, ConvNextModel
+
+    torch.manual_seed(0)
+    cfg = ConvNextConfig(image_size=64, num_channels=3, patch_size=4, hidden_sizes=[8, 16], depths=[1, 1],
+                         num_stages=2)
+    d = tmp_path / "convnext"
+    model = ConvNextModel(cfg).eval()
+    model.save_pretrained(d)
+    ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=1.0).save_pretrained(d)
+    names = [n for n, _ in model.named_modules() if n.endswith("stages.1")]
+    assert names, [n for n, _ in model.named_modules()][:20]
+    ds = _extract(tmp_path, d, str(image_folder), "float32", names, fragment_tokens=200, chunk_rows=16)
+    paths = sorted(image_folder.rglob("*.png"), key=lambda p: str(p.relative_to(image_folder)))
+    proc = ConvNextImageProcessor.from_pretrained(d)
+    prov = ds.provenance(np.arange(ds.num_rows)).to_pydict()
+    got = ds.take(np.arange(ds.num_rows))[names[0]]
+    assert got.shape[1] == 16
+    for img, p in enumerate(paths):
+        px = proc(images=[Image.open(p).convert("RGB")], return_tensors="pt")["pixel_values"]
+        ref = reference_activations(model, names, pixel_values=px)[names[0]][0]  # (C, H, W)
+        rows = [r for r in range(ds.num_rows) if prov["image_id"][r] == img]
+        assert len(rows) == ref.shape[1] * ref.shape[2]
+        for r in rows:
+            assert prov["token_type"][r] == "patch"
+            assert torch.equal(got[r], ref[:, prov["patch_row"][r], prov["patch_col"][r]])
