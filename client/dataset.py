@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,9 @@ from actlake.store.dtypes import STORAGE, storage_to_tensor
 from actlake.store.fragment import FragmentReader
 from actlake.store.fs import StoreFS, open_store
 from actlake.store.manifest_io import read_manifest
+
+if TYPE_CHECKING:
+    from actlake.client.torch_data import TorchBatches
 
 PROVENANCE_CACHE = 8  # fragments whose provenance tables are kept in memory
 MASK_CACHE = 256  # fragments whose filter masks are kept (1 byte per row)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from actlake.schemas.errors import ActlakeError, format_validation_error
 from actlake.schemas.hooks import HookSpec, parse_hooks
@@ -72,17 +72,9 @@ class JobSpec(BaseModel):
     def _dtypes(cls, v: Any) -> str:
         return _dtype(v)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "JobSpec":
-        if self.max_tokens is not None and self.max_tokens < self.context_len and self.data.type != "images":
-            # allowed, but the single context is then shorter than context_len
-            pass
-        return self
-
     def identity(self) -> dict[str, Any]:
         """The fields that define the dataset's content (compared when resuming into an URI)."""
-        d = self.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
-        return d
+        return self.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
 
     @property
     def is_vision(self) -> bool:

@@ -5,7 +5,6 @@ resumed job) are skipped, units leased to a worker that died are handed out agai
 commit of the same unit (a retry that raced a slow worker) is refused by the log."""
 from __future__ import annotations
 
-import time
 from collections import deque
 from typing import Iterator
 
@@ -58,7 +57,6 @@ class Coordinator:
         self._retry: deque = deque()
         self._leases: dict[str, dict[str, TextUnit | ImageUnit]] = {}
         self._exhausted = False
-        self.started = time.time()
         self.tokens_before = sum(f.num_tokens for f in self.snap.fragments)
         self.tokens_done = 0
         self.rows_done = 0
