@@ -1,17 +1,17 @@
 """Shuffled, deterministic, resumable batch streams over a dataset snapshot.
 
-Pipeline (all behind the trainer's back, memory bounded by the buffer settings):
-  I/O threads read the blocks of the next window(s) straight into reused window buffers (one copy
-  from the page cache / object store, never random rows) → a producer thread gathers each batch
-  with the window's row permutation (``torch.index_select``, which runs without the GIL) into a
-  fresh tensor → a small queue → the trainer.  Batch k is a pure function of the plan, so resuming
-  at step k is arithmetic (no replay)."""
+Pipeline (memory bounded by the buffer settings): the consumer plans batch k + prefetch_batches
+(pure arithmetic over the epoch plan: which run of which block of which window), assembly
+threads fill each batch straight from the page cache (``DirectWindow``) or from a staging window
+loaded ahead by I/O threads (``StagedWindow``), and the consumer takes finished batches in order.
+Batch outputs are recycled once the trainer has dropped them.  Batch k is a pure function of the
+plan, so resuming at step k is arithmetic (no replay)."""
 from __future__ import annotations
 
-import mmap
-import queue
+import os
 import sys
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -19,91 +19,26 @@ import numpy as np
 import torch
 
 from actlake.client import shuffle as sh
+from actlake.client.buffers import OutputPool, WindowBuffers
 from actlake.client.filters import RowFilter
+from actlake.client.windows import DirectWindow, FileHandles, StagedWindow, Window, raise_open_file_limit
 from actlake.store.dtypes import STORAGE, storage_to_tensor
 
 if TYPE_CHECKING:
     from actlake.client.dataset import ActivationDataset
 
-DEFAULT_BUFFER_ROWS = 1 << 17
-DEFAULT_BLOCK_ROWS = 1024
-_END = object()
+Piece = tuple[Window, np.ndarray, np.ndarray, np.ndarray]  # a window; per run: segment, first, end row
 
 
-def alloc_rows(rows: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A row buffer backed by anonymous memory with transparent huge pages where the OS offers
-    them: first-touch page faults on 4 KiB pages cost several times the page-cache read itself."""
-    nbytes = rows * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    if nbytes >= 1 << 21 and hasattr(mmap, "MADV_HUGEPAGE"):
-        m = mmap.mmap(-1, nbytes)
-        try:
-            m.madvise(mmap.MADV_HUGEPAGE)
-        except OSError:
-            pass
-        return np.frombuffer(m, dtype=dtype).reshape(rows, *shape)
-    return np.empty((rows, *shape), dtype=dtype)
+class _Plan:
+    """The consumer's cursor over windows while it plans batches (one per ``__iter__``)."""
 
-
-def as_records(a: np.ndarray) -> np.ndarray:
-    """View rows as opaque fixed-size records: ``np.take`` then moves each row with one memcpy
-    (about 3x faster than element-wise gathers, and it runs without the GIL)."""
-    flat = a.reshape(a.shape[0], -1)
-    return flat.view(np.dtype((np.void, flat.shape[1] * a.itemsize))).reshape(a.shape[0])
-
-
-class OutputPool:
-    """Batch outputs recycled only once the trainer has dropped every tensor viewing them.
-
-    ``torch.from_numpy`` keeps its array alive for as long as any tensor or view of that storage
-    lives, so an array whose refcount is back to the pool's own reference is provably free.  Fresh
-    multi-MB allocations would otherwise cost more in page faults than the copy itself."""
-
-    def __init__(self, cap: int):
-        self.cap = cap
-        self.free: dict[tuple, list[np.ndarray]] = {}
-
-    def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        key = (shape, np.dtype(dtype).str)
-        arrays = self.free.setdefault(key, [])
-        for a in arrays:
-            if sys.getrefcount(a) <= 3:  # the list, the loop variable, getrefcount's argument
-                return a
-        a = np.empty(shape, dtype=dtype)
-        if len(arrays) < self.cap:
-            arrays.append(a)
-        return a
-
-
-class BufferCache:
-    """Window buffers (and output pools) kept by the dataset between streams, so later epochs and
-    streams reuse warm pages instead of faulting in fresh ones.  A stream borrows them exclusively
-    and gives them back when it ends; at most ``cap`` are kept."""
-
-    def __init__(self, cap: int = 4):
-        self.cap, self._free, self._lock = cap, [], threading.Lock()
-
-    def take(self, key: tuple) -> Any:
-        with self._lock:
-            for i, (k, buf) in enumerate(self._free):
-                if k == key:
-                    return self._free.pop(i)[1]
-        return None
-
-    def give(self, key: tuple, buf: Any) -> None:
-        with self._lock:
-            self._free.append((key, buf))
-            del self._free[:-self.cap]
-
-
-class WindowBuffers:
-    """Reusable per-hook row buffers for one window (reuse keeps their pages warm)."""
-
-    def __init__(self, rows: int, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]):
-        self.arrays = {h: alloc_rows(rows, shapes[h], STORAGE[dtypes[h]]) for h in shapes}
-        self.records = {h: as_records(a) for h, a in self.arrays.items()}
-        self.row_ids = np.empty(rows, dtype=np.int64)
-        self.perm = np.empty(0, dtype=np.int64)
-        self.n = 0
+    def __init__(self, ring: int):
+        self.windows: dict[int, Window] = {}
+        self.ring: list[WindowBuffers | None] = [None] * ring
+        self.slot_users: list[list[threading.Event]] = [[] for _ in range(ring)]
+        self.files = FileHandles()
+        self.w, self.off, self.done = -1, -1, np.zeros(0, dtype=np.int64)
 
 
 class BatchStream:
@@ -130,17 +65,33 @@ class BatchStream:
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.device = torch.device(device) if device is not None else None
         self.with_provenance = with_provenance
-        self.buffer_rows = max(buffer_rows or DEFAULT_BUFFER_ROWS, batch_size)
-        compressed = any(ds.manifest.hooks[h].codec != "none" for h in self.hooks)
-        self.block_rows = ds.chunk_rows if compressed else min(block_rows or DEFAULT_BLOCK_ROWS, ds.chunk_rows)
         # cold local disks want a few reads in flight; object stores are latency-bound and want many
         self.io_threads = io_threads or (4 if ds.store.is_local else 16)
         self.prefetch, self.prefetch_batches = max(0, prefetch), max(1, prefetch_batches)
         self._dtypes = {h: ds.manifest.hooks[h].dtype for h in self.hooks}
         self.filter = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
+        self._direct = self._direct_possible()
+        self._plan_epoch(buffer_rows, block_rows)
+        if self._direct and not self._fds_fit():
+            self._direct = False
+            self._plan_epoch(buffer_rows, block_rows)
+        # assembly threads copy runs into batches (the direct path's reads happen there too)
+        self.assembly_threads = max(2, min(self.io_threads, os.cpu_count() or 2))
+        self.step = 0
+
+    def _plan_epoch(self, buffer_rows: int | None, block_rows: int | None) -> None:
+        ds = self.ds
+        compressed = any(ds.manifest.hooks[h].codec != "none" for h in self.hooks)
+        if compressed:  # compressed chunks are decoded whole: a block is a chunk
+            block_rows = ds.chunk_rows
+        rows = [f.num_rows for f in ds.snapshot.fragments]
+        needs_estimate = self.shuffle and (block_rows is None or buffer_rows is None)
+        self.block_rows, self.buffer_rows = sh.auto_layout(
+            self.batch_size, self._direct, len(rows), sum(rows),
+            ds._contexts_per_fragment() if needs_estimate else None, ds.chunk_rows, buffer_rows, block_rows)
         kept = ds._kept_per_block(self.filter, self.block_rows) if self.filter is not None else None
-        self.segments = sh.rank_segments([f.num_rows for f in ds.snapshot.fragments], ds.chunk_rows, seed, epoch,
-                                          rank, world_size, drop_last, shuffle, self.block_rows, kept)
+        self.segments = sh.rank_segments(rows, ds.chunk_rows, self.seed, self.epoch, self.rank, self.world_size,
+                                         self.drop_last, self.shuffle, self.block_rows, kept)
         self.bounds = sh.windows(self.segments, self.buffer_rows)
         seg_cum = np.concatenate([[0], np.cumsum(self.segments.rows)]).astype(np.int64)
         self.window_starts = seg_cum[self.bounds]
@@ -148,8 +99,7 @@ class BatchStream:
         # permutation, so buffers cached by the dataset fit the next epoch's windows too
         self._max_window_rows = max(self.buffer_rows, self.block_rows)
         self.num_rows = int(self.window_starts[-1])
-        self.num_batches = sh.num_batches(self.num_rows, batch_size, drop_last)
-        self.step = 0
+        self.num_batches = sh.num_batches(self.num_rows, self.batch_size, self.drop_last)
 
     @property
     def num_windows(self) -> int:
@@ -186,148 +136,145 @@ class BatchStream:
         infos = self.ds.manifest.hooks
         return self._max_window_rows, tuple((h, tuple(infos[h].shape), self._dtypes[h]) for h in self.hooks)
 
-    def _new_buffers(self) -> WindowBuffers:
-        infos = self.ds.manifest.hooks
-        return WindowBuffers(self._max_window_rows, {h: tuple(infos[h].shape) for h in self.hooks}, self._dtypes)
+    def _direct_possible(self) -> bool:
+        """Runs go straight from local files into batches when nothing needs staging."""
+        ds = self.ds
+        if not ds.store.is_local or self.filter is not None or not hasattr(os, "preadv"):
+            return False
+        return all(ds.manifest.hooks[h].codec == "none" for h in self.hooks)
 
-    def _fill(self, w: int, ring: list, k: int, io: ThreadPoolExecutor) -> WindowBuffers:
-        """Read window ``w``'s blocks into ring buffer ``k`` (allocated here on first use)."""
-        if ring[k] is None:
-            ring[k] = self.ds._buffers.take(self._buffer_key()) or self._new_buffers()
-        buf: WindowBuffers = ring[k]
+    def _fds_fit(self) -> bool:
+        """Whether the descriptors of the windows in flight fit this process's open-file limit."""
+        per_window = len(self.hooks) * (int(np.diff(self.bounds).max()) if self.num_windows else 0)
+        return per_window * (self.prefetch + 3) <= raise_open_file_limit() // 2
+
+    def _window(self, w: int, plan: _Plan, io: ThreadPoolExecutor, loader: ThreadPoolExecutor) -> Window:
+        win = plan.windows.get(w)
+        if win is not None:
+            return win
         s0, s1 = int(self.bounds[w]), int(self.bounds[w + 1])
-        seg = self.segments
-        pos = np.concatenate([[0], np.cumsum(seg.raw_rows[s0:s1])])
-        offsets, chunk_rows = self.ds.snapshot.offsets, self.ds.chunk_rows
-        used: list[np.ndarray | None] = [None] * (s1 - s0)
+        # computed ahead on the loader thread (a sort of the window's rows: milliseconds)
+        order = loader.submit(sh.window_order, self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w,
+                              self.shuffle)
+        args = (w, self.ds, self.hooks, self.segments, s0, s1, order)
+        if self._direct:
+            win = DirectWindow(*args, files=plan.files, io=io)
+        else:
+            k = w % len(plan.ring)
+            if plan.ring[k] is None:
+                infos = self.ds.manifest.hooks
+                plan.ring[k] = self.ds._buffers.take(self._buffer_key()) or WindowBuffers(
+                    self._max_window_rows, {h: tuple(infos[h].shape) for h in self.hooks}, self._dtypes)
+            win = StagedWindow(*args, buf=plan.ring[k], filt=self.filter)
+            # the slot's previous window must be fully read out before its buffer is overwritten
+            after, plan.slot_users[k] = plan.slot_users[k], win.readers
+            win.ready = loader.submit(win.load, io, after)
+        plan.windows[w] = win
+        return win
 
-        def load(j: int) -> None:
-            i, a, b = s0 + j, int(pos[j]), int(pos[j + 1])
-            f, c, lo, hi = int(seg.frag[i]), int(seg.chunk[i]), int(seg.lo[i]), int(seg.hi[i])
-            reader = self.ds._reader(f)
-            for h in self.hooks:
-                reader.read_rows_into(h, c, lo, hi, buf.arrays[h][a:b])
-            buf.row_ids[a:b] = np.arange(lo, hi) + offsets[f] + c * chunk_rows
-            if self.filter is not None:
-                start = c * chunk_rows
-                hits = np.nonzero(self.ds._filter_mask(f, self.filter)[start + lo:start + hi])[0]
-                used[j] = hits[int(seg.k0[i]):int(seg.k1[i])] + a
+    def _pieces(self, k: int, plan: _Plan, io: ThreadPoolExecutor, loader: ThreadPoolExecutor) -> list[Piece]:
+        """The runs batch ``k`` is made of, in order (also opens/loads windows ahead)."""
+        pos = k * self.batch_size
+        need = min(self.batch_size, self.num_rows - pos)
+        w = int(np.searchsorted(self.window_starts, pos, side="right")) - 1
+        off = pos - int(self.window_starts[w])
+        pieces: list[Piece] = []
+        while need:
+            for ahead in range(w, min(w + 1 + self.prefetch, self.num_windows)):
+                self._window(ahead, plan, io, loader)
+            win = plan.windows[w]
+            take = min(need, win.n - off)
+            known = plan.done if (plan.w, plan.off) == (w, off) else None
+            done, counts = sh.runs(win.order.result(), win.num_segments, off, off + take, known)
+            js = np.flatnonzero(counts)
+            pieces.append((win, js, done[js], done[js] + counts[js]))
+            plan.w, plan.off, plan.done = w, off + take, done + counts
+            need -= take
+            w, off = w + 1, 0
+        return pieces
 
-        for _ in io.map(load, range(s1 - s0)):
-            pass
-        buf.n = int(self.window_starts[w + 1] - self.window_starts[w])
-        perm = sh.window_permutation(buf.n, self.seed, self.epoch, self.rank, w, self.shuffle)
-        if self.filter is not None:
-            perm = np.concatenate(used)[perm] if buf.n else perm
-        buf.perm = np.ascontiguousarray(perm, dtype=np.int64)
-        return buf
-
-    def _gather(self, pieces: list[tuple[WindowBuffers, int, int]]) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        pin = self.device is not None and self.device.type == "cuda"
-        n = sum(b - a for _, a, b in pieces)
-        permuted = self.shuffle or self.filter is not None
-        for h in self.hooks:
-            src0 = pieces[0][0].arrays[h]
-            shape = (n, *src0.shape[1:])
-            if pin:  # CUDA's caching host allocator recycles pinned blocks safely by itself
-                t = torch.empty(shape, dtype=torch.int16 if src0.dtype == np.uint16 else torch.from_numpy(src0[:0]).dtype,
-                                pin_memory=True)
-                dst = t.numpy().view(src0.dtype)
-            else:
-                dst = self._pool.get(shape, src0.dtype)
-                t = None
-            rec, r = as_records(dst), 0
-            for p, a, b in pieces:
-                if permuted:
-                    np.take(p.records[h], p.perm[a:b], out=rec[r:r + b - a])
-                else:
-                    dst[r:r + b - a] = p.arrays[h][a:b]
-                r += b - a
-            out[h] = t if t is not None else storage_to_tensor(dst, self._dtypes[h])
-            if t is not None and self._dtypes[h] == "bfloat16":
-                out[h] = t.view(torch.bfloat16)
-        if self.with_provenance:
-            ids = [p.row_ids[p.perm[a:b]] for p, a, b in pieces]
-            out["row_id"] = torch.from_numpy(ids[0] if len(ids) == 1 else np.concatenate(ids))
-        return out
-
-    def _produce(self, start: int, q: queue.Queue, stop: threading.Event) -> None:
-        """Build batches start.. into ``q`` (an exception is forwarded to the consumer)."""
+    def _build(self, pieces: list[Piece], pool: OutputPool, done: threading.Event
+               ) -> tuple[dict[str, torch.Tensor], list[np.ndarray]]:
+        """Fill one batch (runs in an assembly thread); ``done`` tells staged windows it has read them."""
         try:
-            pos = start * self.batch_size
-            w = int(np.searchsorted(self.window_starts, pos, side="right")) - 1
-            off = pos - int(self.window_starts[w])
-            # Window j fills ring[j % R].  With R = prefetch + 2 the buffer reused for the newest
-            # scheduled window (cur + prefetch) last held cur - 2, which no batch still reads
-            # (a batch spans at most windows cur - 1 and cur and is copied before it is queued).
-            ring: list[WindowBuffers | None] = [None] * (self.prefetch + 2)
-            with ThreadPoolExecutor(self.io_threads) as io, ThreadPoolExecutor(1) as pre:
-                pending: dict[int, Future] = {}
+            return self._fill(pieces, pool)
+        finally:
+            done.set()
 
-                def schedule(cur: int) -> None:
-                    for j in range(cur, min(cur + 1 + self.prefetch, self.num_windows)):
-                        if j not in pending:
-                            pending[j] = pre.submit(self._fill, j, ring, j % len(ring), io)
+    def _fill(self, pieces: list[Piece], pool: OutputPool) -> tuple[dict[str, torch.Tensor], list[np.ndarray]]:
+        for win in dict.fromkeys(p[0] for p in pieces):
+            win.wait()
+        sizes = [int((i1 - i0).sum()) for _, _, i0, i1 in pieces]
+        n = sum(sizes)
+        out: dict[str, torch.Tensor] = {}
+        arrays = []
+        infos = self.ds.manifest.hooks
+        for h in self.hooks:
+            dst = pool.get((n, *infos[h].shape), STORAGE[self._dtypes[h]])
+            r = 0
+            for (win, js, i0, i1), size in zip(pieces, sizes):
+                win.copy(h, js, i0, i1, dst[r:r + size])
+                r += size
+            arrays.append(dst)
+            out[h] = storage_to_tensor(dst, self._dtypes[h])
+        if self.with_provenance:
+            ids = [win.row_ids(js, i0, i1) for win, js, i0, i1 in pieces]
+            out["row_id"] = torch.from_numpy(np.concatenate(ids))
+        if not pool.pinned:
+            for a in arrays:
+                pool.release(a)
+        return out, arrays
 
-                schedule(w)
-                win = pending.pop(w).result()
-                for step in range(start, self.num_batches):
-                    need = min(self.batch_size, self.num_rows - step * self.batch_size)
-                    pieces: list[tuple[WindowBuffers, int, int]] = []
-                    while need:
-                        take = min(need, win.n - off)
-                        pieces.append((win, off, off + take))
-                        off += take
-                        need -= take
-                        if off == win.n and w + 1 < self.num_windows:
-                            w, off = w + 1, 0
-                            schedule(w)
-                            win = pending.pop(w).result()
-                    batch = self._gather(pieces)
-                    while not stop.is_set():
-                        try:
-                            q.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            pass
-                    if stop.is_set():
-                        break
-                for f in pending.values():
-                    f.cancel()
-            # (the executors have joined: no fill is still writing into the ring)
-            for buf in ring:
-                if buf is not None:
-                    self.ds._buffers.give(self._buffer_key(), buf)
-            self.ds._buffers.give(("out",), self._pool)
-            q.put(_END)
-        except BaseException as e:  # forwarded and re-raised in the consumer
-            q.put(e)
+    def _retire(self, plan: _Plan) -> None:
+        """Close windows whose every batch the consumer has received."""
+        for w in [w for w in plan.windows if (int(self.window_starts[w + 1]) - 1) // self.batch_size < self.step]:
+            plan.windows.pop(w).close()
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if self.step >= self.num_batches:
             return
-        q: queue.Queue = queue.Queue(self.prefetch_batches)
-        self._pool = self.ds._buffers.take(("out",)) or OutputPool(cap=self.prefetch_batches + 8)
-        stop = threading.Event()
-        worker = threading.Thread(target=self._produce, args=(self.step, q, stop), daemon=True,
-                                  name="actlake-batches")
-        worker.start()
+        cuda = self.device is not None and self.device.type == "cuda"
+        pool = self.ds._buffers.take(("out", cuda)) or OutputPool(cap=self.prefetch_batches + 8, pinned=cuda)
+        plan = _Plan(self.prefetch + 2)
+        assemble = ThreadPoolExecutor(self.assembly_threads, thread_name_prefix="actlake-batch")
+        io = ThreadPoolExecutor(self.io_threads, thread_name_prefix="actlake-io")
+        loader = ThreadPoolExecutor(1, thread_name_prefix="actlake-window")
+        inflight: deque[Future] = deque()
+        planned = self.step
         try:
-            while True:
-                item = q.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
+            while self.step < self.num_batches:
+                while planned < self.num_batches and len(inflight) < self.prefetch_batches:
+                    pieces = self._pieces(planned, plan, io, loader)
+                    done = threading.Event()
+                    for win in dict.fromkeys(p[0] for p in pieces):
+                        win.readers.append(done)
+                    inflight.append(assemble.submit(self._build, pieces, pool, done))
+                    planned += 1
+                out, arrays = inflight.popleft().result()
                 if self.device is not None and self.device.type != "cpu":
-                    item = {k: v.to(self.device, non_blocking=True) for k, v in item.items()}
+                    out = {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
+                    if cuda:  # the pinned sources may be reused once these copies have run
+                        event = torch.cuda.Event()
+                        event.record()
+                        for a in arrays:
+                            pool.release(a, event)
                 self.step += 1
-                yield item
+                self._retire(plan)
+                yield out
         finally:
-            stop.set()
-            while worker.is_alive():
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    worker.join(0.05)
+            if sys.is_finalizing():  # an unfinished stream at interpreter exit: the OS cleans up
+                return
+            for f in inflight:
+                f.cancel()
+            assemble.shutdown(wait=True, cancel_futures=True)
+            for readers in plan.slot_users:  # cancelled batches never ran: let pending loads go on
+                for e in readers:
+                    e.set()
+            loader.shutdown(wait=True, cancel_futures=True)
+            io.shutdown(wait=True, cancel_futures=True)
+            for win in plan.windows.values():
+                win.close()
+            for buf in plan.ring:
+                if buf is not None:
+                    self.ds._buffers.give(self._buffer_key(), buf)
+            self.ds._buffers.give(("out", cuda), pool)

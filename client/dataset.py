@@ -44,7 +44,7 @@ class ActivationDataset:
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._kept: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
-        from actlake.client.batches import BufferCache
+        from actlake.client.buffers import BufferCache
 
         self._buffers = BufferCache(cap=8)  # warm window buffers / output pools reused across streams
 
@@ -141,6 +141,12 @@ class ActivationDataset:
         else:
             table = pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
         return table.add_column(0, "row_id", pa.array(ids))
+
+    def _contexts_per_fragment(self) -> float | None:
+        """Mean contexts (text) or images (vision) per fragment, from the commit log: how long a
+        run of one block may be before batches lose distinct contexts (shuffle.auto_layout)."""
+        items = [f.num_items for f in self.snapshot.fragments]
+        return float(np.mean(items)) if items and min(items) > 1 else None
 
     # ---- filters ------------------------------------------------------------------------------
     def _filter_mask(self, frag: int, flt: RowFilter) -> np.ndarray:

@@ -10,10 +10,10 @@ can jump to any batch by arithmetic.
    sample of its fragment, and a window of many blocks mixes many fragments.
 2. The rows of that block sequence are split into ``world_size`` contiguous, equal ranges, so each
    rank reads disjoint blocks (no rank re-reads another rank's data).
-3. A rank's segments are grouped into windows of about ``buffer_rows`` rows; the rows of a window
-   are permuted in memory.  The rank's stream is the concatenation of its permuted windows; batch k
-   is rows [k*B, (k+1)*B) of that stream.
-Rows inside each chunk are already shuffled across the fragment's contexts at write time."""
+3. A rank's segments are grouped into windows of about ``buffer_rows`` rows; the segments of a
+   window are interleaved in proportion (``window_order``), so every batch takes a short contiguous
+   run from every block of its window.  The rank's stream is the concatenation of its windows;
+   batch k is positions [k*B, (k+1)*B) of that stream."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,6 +71,39 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key])
 
 
+def interleave(sizes: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """Group index per position when groups of ``sizes`` are spread evenly over one sequence:
+    item i of group g sits at key (i + phase[g]) / sizes[g] (phase in [0, 1)); ties go to the lower
+    group.  Any stretch of consecutive positions then holds every group in proportion to its size,
+    within one item."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    group = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    if len(sizes) <= 1:
+        return group
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    i = np.arange(len(group), dtype=np.int64) - first[group]
+    return group[np.argsort((i + phase[group]) / sizes[group], kind="stable")]
+
+
+def stratified_order(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random order of items (blocks) in which every stretch holds each group (fragment) in
+    proportion: each group's items are permuted, then the groups are interleaved with random phases.
+    A window of consecutive blocks is then a stratified sample of the fragments, so batches draw
+    rows from each fragment as evenly as a perfect permutation does (or more evenly), instead of
+    however many of its blocks a uniform block order happened to put in the window."""
+    group = np.asarray(group, dtype=np.int64)
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    sizes = np.bincount(group, minlength=n_groups)
+    # items of each group in a random order: sort by (group, random key)
+    members = np.lexsort((rng.random(len(group)), group))
+    seq = interleave(sizes, rng.random(n_groups))
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    nth = np.empty(len(seq), dtype=np.int64)  # occurrence number of each position's group so far
+    order_by_group = np.argsort(seq, kind="stable")
+    nth[order_by_group] = np.arange(len(seq)) - np.repeat(first, sizes)
+    return members[first[seq] + nth]
+
+
 def rank_rows(num_rows: int, rank: int, world_size: int, drop_last: bool) -> tuple[int, int]:
     """The [lo, hi) range of the permuted chunk sequence owned by ``rank``.
 
@@ -95,7 +128,7 @@ def rank_segments(fragment_rows, chunk_rows: int, seed: int, epoch: int, rank: i
     sizes = n_raw if kept is None else np.asarray(kept, dtype=np.int64)
     if len(sizes) != len(n_raw):
         raise ValueError("kept counts do not match the block list")
-    order = _rng(seed, epoch, 0x5EED).permutation(len(sizes)) if shuffle else np.arange(len(sizes))
+    order = stratified_order(frags, _rng(seed, epoch, 0x5EED)) if shuffle else np.arange(len(sizes))
     starts = np.concatenate([[0], np.cumsum(sizes[order])]).astype(np.int64)
     lo, hi = rank_rows(int(starts[-1]), rank, world_size, drop_last)
     j0 = max(int(np.searchsorted(starts, lo, side="right")) - 1, 0)
@@ -123,9 +156,76 @@ def windows(segments: Segments, buffer_rows: int) -> np.ndarray:
     return np.asarray(bounds, dtype=np.int64)
 
 
-def window_permutation(n: int, seed: int, epoch: int, rank: int, window: int, shuffle: bool) -> np.ndarray:
-    return _rng(seed, epoch, rank, window, 0xB0F).permutation(n) if shuffle else np.arange(n)
+def window_order(rows: np.ndarray, seed: int, epoch: int, rank: int, window: int, shuffle: bool) -> np.ndarray:
+    """Which segment of the window each stream position takes its next row from (int32, one entry
+    per row of the window).
+
+    Shuffled: the window's segments are interleaved in proportion to their sizes with a random
+    phase each (row i of segment j sits at key (i + u_j) / n_j; positions follow the sorted keys).
+    So any B consecutive positions take a contiguous run of about B·n_j/n rows from *every* segment
+    of the window: a stratified sample of all its blocks, which mixes at least as well as permuting
+    the window's rows (rows inside a block are already a random sample of their fragment), while
+    each run can be read with one contiguous copy.  Unshuffled: segments one after another."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not shuffle:
+        return np.repeat(np.arange(len(rows), dtype=np.int32), rows)
+    return interleave(rows, _rng(seed, epoch, rank, window, 0xB0F).random(len(rows)))
+
+
+def runs(order: np.ndarray, n_segments: int, p0: int, p1: int, done: np.ndarray | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment, the run [start, start + count) of its rows that stream positions [p0, p1) of
+    the window take (``done``: rows of each segment taken before p0, if already known)."""
+    if done is None:
+        done = np.bincount(order[:p0], minlength=n_segments)
+    return done, np.bincount(order[p0:p1], minlength=n_segments)
 
 
 def num_batches(stream_rows: int, batch_size: int, drop_last: bool) -> int:
     return stream_rows // batch_size if drop_last else -(-stream_rows // batch_size)
+
+
+def predicted_quality(batch: int, run: int, blocks_per_window: int, n_fragments: int, rows: int,
+                      contexts_per_fragment: float) -> float:
+    """Expected distinct contexts per batch relative to a perfect permutation, for batches made of
+    runs of ``run`` rows from each block of a stratified window (docs/shuffle.md).
+
+    A fragment of F rows holding C contexts of L = F / C rows shows d(x) = C (1 - (1 - x/F)^L)
+    distinct contexts among x random rows of it.  A window of m blocks over n fragments holds
+    floor(m/n) or ceil(m/n) blocks of each (stratified), so a batch takes run * k rows from a
+    fragment with k blocks; a perfect permutation takes about batch / n from each."""
+    n = max(n_fragments, 1)
+    frag_rows = rows / n
+    c = max(float(contexts_per_fragment), 1.0)
+    ctx_len = frag_rows / c
+
+    def d(x: float) -> float:
+        return c * (1.0 - max(0.0, 1.0 - x / frag_rows) ** ctx_len)
+
+    a = blocks_per_window / n
+    lo, frac = int(a), a - int(a)
+    ours = (1 - frac) * d(run * lo) + frac * d(run * (lo + 1))
+    return ours / d(batch / n)
+
+
+def auto_layout(batch: int, direct: bool, n_fragments: int, rows: int, contexts_per_fragment: float | None,
+                chunk_rows: int, buffer_rows: int | None, block_rows: int | None,
+                target: float = 0.98) -> tuple[int, int]:
+    """(block_rows, buffer_rows) giving the longest runs (fewest, largest copies) whose predicted
+    quality reaches ``target``; values the caller set are kept.  Direct windows cost no memory, so
+    they grow to shorten runs; staged windows keep ``buffer_rows`` and shrink blocks instead.
+    ``contexts_per_fragment`` None: unknown, 256 assumed."""
+    if block_rows is not None and buffer_rows is not None:
+        return min(block_rows, chunk_rows), max(buffer_rows, batch)
+    cpf = contexts_per_fragment or 256.0
+    for run in (128, 64, 32, 16, 8, 4):
+        if direct and buffer_rows is None:
+            block = min(block_rows or 4096, chunk_rows)
+            window = max(block * max(batch // run, 1), batch)
+        else:
+            window = max(buffer_rows or 1 << 17, batch)
+            block = block_rows or max(64, min(chunk_rows, window * run // batch))
+        if predicted_quality(batch, max(1, batch * block // window), window // block, n_fragments, rows,
+                             cpf) >= target:
+            break
+    return block, window

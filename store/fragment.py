@@ -124,6 +124,10 @@ class FragmentReader:
             raise ActlakeError(f"store is damaged: chunk {key} is truncated")
         return np.frombuffer(raw, dtype=STORAGE[info.dtype]).reshape(hi - lo, *info.shape)
 
+    def chunk_path(self, hook: str, chunk: int) -> str:
+        """Where chunk ``chunk`` of ``hook`` lives (a local path on local stores)."""
+        return self.store.path(self._key(self.hooks[hook], chunk))
+
     def read_rows_into(self, hook: str, chunk: int, lo: int, hi: int, out: np.ndarray) -> None:
         """Rows [lo, hi) of one chunk written into ``out`` (contiguous, hi - lo rows).  On a local
         disk, uncompressed rows go from the page cache straight into ``out`` with one read."""

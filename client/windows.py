@@ -1,0 +1,218 @@
+"""The two ways a window of blocks reaches batch memory.
+
+``DirectWindow`` (local disk, uncompressed hooks, no filter): nothing is staged.  Each batch reads
+its run of every block with one ``preadv`` per run straight from the page cache into the batch
+(one copy, like a sequential read); the window's byte ranges are announced to the kernel
+with ``posix_fadvise(WILLNEED)`` so a cold disk reads them ahead.
+
+``StagedWindow`` (object stores, compressed chunks, row filters): the window's blocks are read
+whole into a reused staging buffer by I/O threads, then each batch copies its runs (or its kept
+rows) out of it."""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from actlake.client import shuffle as sh
+from actlake.client.buffers import WindowBuffers, as_records
+from actlake.schemas.errors import ActlakeError
+
+if TYPE_CHECKING:
+    from actlake.client.dataset import ActivationDataset
+
+
+class Window:
+    """Segments [s0, s1) of a rank's plan, their stream order, and the batches that read them."""
+
+    def __init__(self, index: int, ds: "ActivationDataset", hooks: list[str], segments: sh.Segments,
+                 s0: int, s1: int, order: Future):
+        self.index, self.ds, self.hooks = index, ds, hooks
+        self.s0, self.s1, self.order = s0, s1, order  # the window's stream order (shuffle.window_order)
+        seg = segments
+        self.frag, self.chunk = seg.frag[s0:s1], seg.chunk[s0:s1]
+        self.lo, self.hi, self.k0 = seg.lo[s0:s1], seg.hi[s0:s1], seg.k0[s0:s1]
+        self.n = int(seg.rows[s0:s1].sum())
+        self.readers: list[threading.Event] = []  # set when each batch reading this window is built
+
+    @property
+    def num_segments(self) -> int:
+        return self.s1 - self.s0
+
+    def base_rows(self) -> np.ndarray:
+        """Dataset row id of stored row 0 of each segment's chunk."""
+        return np.asarray(self.ds.snapshot.offsets)[self.frag] + self.chunk * self.ds.chunk_rows
+
+    def wait(self) -> None:
+        """Block until the window can be read (staged windows: until loaded)."""
+
+    def copy(self, hook: str, js: np.ndarray, i0: np.ndarray, i1: np.ndarray, dst: np.ndarray) -> None:
+        """Rows [i0[k], i1[k]) of segment js[k] for every k, one after another into ``dst``."""
+        raise NotImplementedError
+
+    def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+        """Dataset row ids of what ``copy`` writes."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the window holds (after every batch reading it is done)."""
+
+
+class FileHandles:
+    """Open chunk files shared by the windows of a stream, closed when the last window using one
+    closes (consecutive windows often read other blocks of the same chunks)."""
+
+    def __init__(self):
+        self._open: dict[str, list[int]] = {}  # path -> [fd, users]
+        self._lock = threading.Lock()
+
+    def acquire(self, path: str) -> int:
+        with self._lock:
+            entry = self._open.get(path)
+            if entry is None:
+                try:
+                    entry = self._open[path] = [os.open(path, os.O_RDONLY), 0]
+                except FileNotFoundError:
+                    raise ActlakeError(f"store is damaged: missing chunk {path}") from None
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, path: str, _close=os.close) -> None:  # (bound early: may run at interpreter exit)
+        with self._lock:
+            entry = self._open[path]
+            entry[1] -= 1
+            if entry[1] == 0:
+                _close(entry[0])
+                del self._open[path]
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to the hard limit (at most 1 << 16): direct
+    windows keep one descriptor per chunk file they read.  Returns the limit now in force."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else 1 << 16, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 16
+
+
+class DirectWindow(Window):
+    def __init__(self, *a, files: FileHandles, io: ThreadPoolExecutor, **kw):
+        super().__init__(*a, **kw)
+        self._files = files
+        self._row_bytes = {h: self.ds.manifest.hooks[h].row_bytes for h in self.hooks}
+        self._paths = {(h, j): self.ds._reader(int(self.frag[j])).chunk_path(h, int(self.chunk[j]))
+                       for h in self.hooks for j in range(self.num_segments)}
+        self._fds: dict[tuple[str, int], int] = {}
+        try:
+            for key, path in self._paths.items():
+                self._fds[key] = files.acquire(path)
+        except BaseException:
+            self.close()
+            raise
+        self._fd_of = {h: [self._fds[h, j] for j in range(self.num_segments)] for h in self.hooks}
+        self.advised = io.submit(self._advise)
+
+    def _advise(self) -> None:
+        """Ask the kernel to read the window's byte ranges ahead (a no-op when they are cached)."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        for (h, j), fd in list(self._fds.items()):
+            rb = self._row_bytes[h]
+            try:
+                os.posix_fadvise(fd, int(self.lo[j]) * rb, (int(self.hi[j]) - int(self.lo[j])) * rb,
+                                 os.POSIX_FADV_WILLNEED)
+            except OSError:  # not supported by this file system
+                return
+
+    def copy(self, hook: str, js: np.ndarray, i0: np.ndarray, i1: np.ndarray, dst: np.ndarray) -> None:
+        rb = self._row_bytes[hook]
+        ends = np.cumsum(i1 - i0) * rb
+        view = memoryview(dst).cast("B")
+        fds = self._fd_of[hook]
+        for j, off, a, b in zip(js.tolist(), ((self.lo[js] + i0) * rb).tolist(), (ends - (i1 - i0) * rb).tolist(),
+                                ends.tolist()):
+            if os.preadv(fds[j], [view[a:b]], off) != b - a:
+                raise ActlakeError(f"store is damaged: chunk {self._paths[hook, j]} is truncated")
+
+    def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+        return _runs_index(self.base_rows()[js] + self.lo[js] + i0, i1 - i0)
+
+    def close(self) -> None:
+        if hasattr(self, "advised"):
+            try:  # never close a descriptor fadvise may still use
+                self.advised.result()
+            except CancelledError:  # (never ran)
+                pass
+        fds, self._fds = self._fds, {}
+        for key in fds:
+            self._files.release(self._paths[key])
+
+
+class StagedWindow(Window):
+    """Loaded by ``load`` (in a background thread) into ``buf``; ``after``: the batches of the window
+    that used ``buf`` before, which must be done before it is overwritten."""
+
+    def __init__(self, *a, buf: WindowBuffers, filt=None, **kw):
+        super().__init__(*a, **kw)
+        self.buf, self.filt = buf, filt
+        raw = self.hi - self.lo
+        self.pos = np.concatenate([[0], np.cumsum(raw)]).astype(np.int64)
+        self.kept: list[np.ndarray | None] = [None] * self.num_segments
+        self.ready: Future | None = None
+
+    def load(self, io: ThreadPoolExecutor, after: list[threading.Event]) -> None:
+        for e in after:
+            e.wait()
+        b = self.buf
+        chunk_rows = self.ds.chunk_rows
+        base = self.base_rows()
+
+        def one(j: int) -> None:
+            f, c, lo, hi, a = int(self.frag[j]), int(self.chunk[j]), int(self.lo[j]), int(self.hi[j]), int(self.pos[j])
+            reader = self.ds._reader(f)
+            for h in self.hooks:
+                reader.read_rows_into(h, c, lo, hi, b.arrays[h][a:a + hi - lo])
+            b.row_ids[a:a + hi - lo] = np.arange(lo, hi) + base[j]
+            if self.filt is not None:
+                start = c * chunk_rows
+                hits = np.nonzero(self.ds._filter_mask(f, self.filt)[start + lo:start + hi])[0]
+                k0 = int(self.k0[j])
+                self.kept[j] = hits[k0:]  # kept rows of the segment, in stored order
+
+        for _ in io.map(one, range(self.num_segments)):
+            pass
+
+    def wait(self) -> None:
+        assert self.ready is not None
+        self.ready.result()
+
+    def _rows(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+        """Positions in the staging buffer of what ``copy`` writes."""
+        if self.filt is None:
+            return _runs_index(self.pos[js] + i0, i1 - i0)
+        return np.concatenate([self.pos[j] + self.kept[j][a:b] for j, a, b in zip(js.tolist(), i0.tolist(), i1.tolist())])
+
+    def copy(self, hook: str, js: np.ndarray, i0: np.ndarray, i1: np.ndarray, dst: np.ndarray) -> None:
+        np.take(self.buf.records[hook], self._rows(js, i0, i1), out=as_records(dst))
+
+    def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+        return self.buf.row_ids[self._rows(js, i0, i1)]
+
+
+def _runs_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ranges [starts[k], starts[k] + lengths[k])."""
+    total = int(lengths.sum())
+    first = np.cumsum(lengths) - lengths
+    return np.repeat(starts - first, lengths) + np.arange(total, dtype=np.int64)
