@@ -8,9 +8,9 @@ from actlake.store.writer import DatasetWriter
 
 
 def make_store(uri: str, fragments=(300, 257, 64, 1), dim: int = 6, chunk_rows: int = 32, ctx_len: int = 10,
-               dtype: str = "float32") -> str:
+               dtype: str = "float32", codec: str = "none") -> str:
     """Row r (global) holds value r in column 0 so tests can identify rows from the data itself."""
-    w = DatasetWriter(uri, {"h": ((dim,), dtype), "g:input": ((3,), dtype)}, chunk_rows=chunk_rows)
+    w = DatasetWriter(uri, {"h": ((dim,), dtype), "g:input": ((3,), dtype)}, chunk_rows=chunk_rows, codec=codec)
     start = 0
     for n in fragments:
         rid = np.arange(start, start + n)
