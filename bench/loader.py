@@ -278,7 +278,9 @@ def _m_actlake(o: dict) -> dict:
     stream = ds.batches(o["batch_size"], hooks=[h], shuffle=o["shuffle"], seed=o.get("seed", 0), epoch=skip, **kw)
     for batch in stream:
         m.add(int(batch[h].shape[0]))
-    return m.result(loader="actlake-shuffled" if o["shuffle"] else "actlake-sequential", epoch=skip)
+    return m.result(loader="actlake-shuffled" if o["shuffle"] else "actlake-sequential", epoch=skip,
+                    layout={"block_rows": stream.block_rows, "buffer_rows": stream.buffer_rows,
+                            "path": "direct" if stream._direct else "staged"})
 
 
 MEASURES = {"raw": _m_raw, "ram_perm": _m_ram_perm, "actlake": _m_actlake}

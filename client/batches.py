@@ -54,7 +54,7 @@ class BatchStream:
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = True, device: str | torch.device | None = None, with_provenance: bool = False,
                  buffer_rows: int | None = None, block_rows: int | None = None, io_threads: int | None = None,
-                 prefetch: int = 1, prefetch_batches: int = 4, filter: RowFilter | dict | None = None):
+                 prefetch: int = 1, prefetch_batches: int = 6, filter: RowFilter | dict | None = None):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if world_size <= 0 or not 0 <= rank < world_size:
@@ -77,6 +77,7 @@ class BatchStream:
             self._plan_epoch(buffer_rows, block_rows)
         # assembly threads copy runs into batches (the direct path's reads happen there too)
         self.assembly_threads = max(2, min(self.io_threads, os.cpu_count() or 2))
+        self.group_batches = 2
         self.step = 0
 
     def _plan_epoch(self, buffer_rows: int | None, block_rows: int | None) -> None:
@@ -193,37 +194,40 @@ class BatchStream:
             w, off = w + 1, 0
         return pieces
 
-    def _build(self, pieces: list[Piece], pool: OutputPool, done: threading.Event
-               ) -> tuple[dict[str, torch.Tensor], list[np.ndarray]]:
-        """Fill one batch (runs in an assembly thread); ``done`` tells staged windows it has read them."""
+    def _build(self, batches: list[list[Piece]], pool: OutputPool, done: threading.Event
+               ) -> list[tuple[dict[str, torch.Tensor], list[np.ndarray]]]:
+        """Fill consecutive batches (in an assembly thread); ``done`` tells staged windows it has read them."""
         try:
-            return self._fill(pieces, pool)
+            return self._fill(batches, pool)
         finally:
             done.set()
 
-    def _fill(self, pieces: list[Piece], pool: OutputPool) -> tuple[dict[str, torch.Tensor], list[np.ndarray]]:
-        for win in dict.fromkeys(p[0] for p in pieces):
+    def _fill(self, batches: list[list[Piece]], pool: OutputPool) -> list[tuple[dict[str, torch.Tensor], list[np.ndarray]]]:
+        for win in dict.fromkeys(p[0] for pieces in batches for p in pieces):
             win.wait()
-        sizes = [int((i1 - i0).sum()) for _, _, i0, i1 in pieces]
-        n = sum(sizes)
-        out: dict[str, torch.Tensor] = {}
-        arrays = []
+        sizes = [[int((i1 - i0).sum()) for _, _, i0, i1 in pieces] for pieces in batches]
+        results: list[tuple[dict[str, torch.Tensor], list[np.ndarray]]] = [({}, []) for _ in batches]
         infos = self.ds.manifest.hooks
         for h in self.hooks:
-            dst = pool.get((n, *infos[h].shape), STORAGE[self._dtypes[h]])
-            r = 0
-            for (win, js, i0, i1), size in zip(pieces, sizes):
-                win.copy(h, js, i0, i1, dst[r:r + size])
-                r += size
-            arrays.append(dst)
-            out[h] = storage_to_tensor(dst, self._dtypes[h])
-        if self.with_provenance:
-            ids = [win.row_ids(js, i0, i1) for win, js, i0, i1 in pieces]
-            out["row_id"] = torch.from_numpy(np.concatenate(ids))
-        if not pool.pinned:
-            for a in arrays:
-                pool.release(a)
-        return out, arrays
+            parts: dict[Window, list] = {}  # per window, the runs of every batch, batch after batch
+            for (out, arrays), pieces, sz in zip(results, batches, sizes):
+                dst = pool.get((sum(sz), *infos[h].shape), STORAGE[self._dtypes[h]])
+                r = 0
+                for (win, js, i0, i1), size in zip(pieces, sz):
+                    parts.setdefault(win, []).append((js, i0, i1, dst[r:r + size]))
+                    r += size
+                arrays.append(dst)
+                out[h] = storage_to_tensor(dst, self._dtypes[h])
+            for win, runs in parts.items():
+                win.copy(h, runs)
+        for (out, arrays), pieces in zip(results, batches):
+            if self.with_provenance:
+                ids = [win.row_ids(js, i0, i1) for win, js, i0, i1 in pieces]
+                out["row_id"] = torch.from_numpy(np.concatenate(ids))
+            if not pool.pinned:
+                for a in arrays:
+                    pool.release(a)
+        return results
 
     def _retire(self, plan: _Plan) -> None:
         """Close windows whose every batch the consumer has received."""
@@ -241,26 +245,30 @@ class BatchStream:
         loader = ThreadPoolExecutor(1, thread_name_prefix="actlake-window")
         inflight: deque[Future] = deque()
         planned = self.step
+        # a job fills `group` consecutive batches: each block's runs for them are adjacent on disk,
+        # so the direct path reads them with one preadv that scatters into all of them
+        group = max(1, min(self.group_batches, self.prefetch_batches))
         try:
             while self.step < self.num_batches:
-                while planned < self.num_batches and len(inflight) < self.prefetch_batches:
-                    pieces = self._pieces(planned, plan, io, loader)
+                while planned < self.num_batches and len(inflight) * group < self.prefetch_batches:
+                    batches = [self._pieces(k, plan, io, loader)
+                               for k in range(planned, min(planned + group, self.num_batches))]
                     done = threading.Event()
-                    for win in dict.fromkeys(p[0] for p in pieces):
+                    for win in dict.fromkeys(p[0] for pieces in batches for p in pieces):
                         win.readers.append(done)
-                    inflight.append(assemble.submit(self._build, pieces, pool, done))
-                    planned += 1
-                out, arrays = inflight.popleft().result()
-                if self.device is not None and self.device.type != "cpu":
-                    out = {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
-                    if cuda:  # the pinned sources may be reused once these copies have run
-                        event = torch.cuda.Event()
-                        event.record()
-                        for a in arrays:
-                            pool.release(a, event)
-                self.step += 1
-                self._retire(plan)
-                yield out
+                    inflight.append(assemble.submit(self._build, batches, pool, done))
+                    planned += len(batches)
+                for out, arrays in inflight.popleft().result():
+                    if self.device is not None and self.device.type != "cpu":
+                        out = {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
+                        if cuda:  # the pinned sources may be reused once these copies have run
+                            event = torch.cuda.Event()
+                            event.record()
+                            for a in arrays:
+                                pool.release(a, event)
+                    self.step += 1
+                    self._retire(plan)
+                    yield out
         finally:
             if sys.is_finalizing():  # an unfinished stream at interpreter exit: the OS cleans up
                 return

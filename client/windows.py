@@ -49,8 +49,9 @@ class Window:
     def wait(self) -> None:
         """Block until the window can be read (staged windows: until loaded)."""
 
-    def copy(self, hook: str, js: np.ndarray, i0: np.ndarray, i1: np.ndarray, dst: np.ndarray) -> None:
-        """Rows [i0[k], i1[k]) of segment js[k] for every k, one after another into ``dst``."""
+    def copy(self, hook: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """For each (js, i0, i1, dst) of ``parts`` (consecutive batches, in order): rows
+        [i0[k], i1[k]) of segment js[k] for every k, one after another into ``dst``."""
         raise NotImplementedError
 
     def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
@@ -136,14 +137,24 @@ class DirectWindow(Window):
             except OSError:  # not supported by this file system
                 return
 
-    def copy(self, hook: str, js: np.ndarray, i0: np.ndarray, i1: np.ndarray, dst: np.ndarray) -> None:
+    def copy(self, hook: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        # A segment's runs in consecutive batches are adjacent in its file (the window order takes
+        # each segment's rows in sequence), so each segment is one preadv scattering into them all.
         rb = self._row_bytes[hook]
-        ends = np.cumsum(i1 - i0) * rb
-        view = memoryview(dst).cast("B")
-        fds = self._fd_of[hook]
-        for j, off, a, b in zip(js.tolist(), ((self.lo[js] + i0) * rb).tolist(), (ends - (i1 - i0) * rb).tolist(),
-                                ends.tolist()):
-            if os.preadv(fds[j], [view[a:b]], off) != b - a:
+        reads: dict[int, list] = {}  # segment -> [first row, [destination views]]
+        for js, i0, i1, dst in parts:
+            view = memoryview(dst).cast("B")
+            ends = np.cumsum(i1 - i0) * rb
+            for j, first, a, b in zip(js.tolist(), i0.tolist(), (ends - (i1 - i0) * rb).tolist(), ends.tolist()):
+                entry = reads.get(j)
+                if entry is None:
+                    reads[j] = [first, [view[a:b]]]
+                else:
+                    entry[1].append(view[a:b])
+        fds, lo = self._fd_of[hook], self.lo
+        for j, (first, views) in reads.items():
+            want = sum(v.nbytes for v in views)
+            if os.preadv(fds[j], views, (int(lo[j]) + first) * rb) != want:
                 raise ActlakeError(f"store is damaged: chunk {self._paths[hook, j]} is truncated")
 
     def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
@@ -204,8 +215,9 @@ class StagedWindow(Window):
             return _runs_index(self.pos[js] + i0, i1 - i0)
         return np.concatenate([self.pos[j] + self.kept[j][a:b] for j, a, b in zip(js.tolist(), i0.tolist(), i1.tolist())])
 
-    def copy(self, hook: str, js: np.ndarray, i0: np.ndarray, i1: np.ndarray, dst: np.ndarray) -> None:
-        np.take(self.buf.records[hook], self._rows(js, i0, i1), out=as_records(dst))
+    def copy(self, hook: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        for js, i0, i1, dst in parts:
+            np.take(self.buf.records[hook], self._rows(js, i0, i1), out=as_records(dst))
 
     def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
         return self.buf.row_ids[self._rows(js, i0, i1)]
