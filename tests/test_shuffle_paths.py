@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 import actlake
 from actlake.client import quality
@@ -153,3 +154,16 @@ def test_abandoned_streams_close_their_files(store):
         next(it)
         it.close()
     assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (pinned memory, non-blocking copies)")
+def test_cuda_batches_equal_cpu_batches(store):
+    """Pinned outputs are reused only after their non-blocking copy ran: keeping every GPU batch
+    must still give exactly the CPU stream."""
+    ds = actlake.open_dataset(store)
+    cpu = [{k: v.clone() for k, v in b.items()} for b in ds.batches(37, seed=4, with_provenance=True)]
+    gpu = list(ds.batches(37, seed=4, with_provenance=True, device="cuda"))
+    torch.cuda.synchronize()
+    assert len(cpu) == len(gpu)
+    for c, g in zip(cpu, gpu):
+        assert all(g[k].is_cuda and torch.equal(c[k], g[k].cpu()) for k in c)
