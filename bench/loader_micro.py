@@ -11,7 +11,9 @@ raw sequential reading, to explain where bench/loader.py's warm time goes (docs/
   3. gather 4,096 random rows of a window into a batch: np.take over fixed-size records,
      torch.index_select with the default intra-op threads and with one thread;
   4. one copy instead of two: mmap the window's chunk files and gather batches straight from the
-     page cache (a naive Python version: per batch, rows grouped by chunk)."""
+     page cache (a naive Python version: per batch, rows grouped by chunk);
+  5. what the loader does now: batches made of 64-row runs, each one preadv from the page cache
+     straight into the batch (docs/shuffle.md), with one and two threads."""
 from __future__ import annotations
 
 import glob
@@ -118,6 +120,34 @@ def main() -> None:
         for m in maps:
             m.close()
     report("4 one copy: mmap window (MAP_POPULATE) + gather", t, n * rb)
+
+    # 5. what the loader's direct path does: a batch = a run of `run` rows from each of
+    #    batch/run random 4,096-row blocks, each run one preadv straight into the batch.
+    from concurrent.futures import ThreadPoolExecutor
+
+    block, run = min(4096, cr), 64
+    fds = [os.open(p, os.O_RDONLY) for p in chunks]
+    blocks = [(fd, b * block * rb) for fd in fds for b in range(cr // block)]
+    m = batch // run
+    outs = [np.empty(batch * rb, np.uint8) for _ in range(4)]
+
+    def fill(job):
+        ids, k, o = job
+        view = memoryview(o)
+        for j, i in enumerate(ids):
+            fd, off = blocks[i]
+            os.preadv(fd, [view[j * run * rb:(j + 1) * run * rb]], off + k * run * rb)
+
+    order = rng.permutation(len(blocks))
+    jobs = [(order[w:w + m], k, outs[(w // m * (block // run) + k) % 4])
+            for w in range(0, len(order) - m + 1, m) for k in range(block // run)]
+    for threads in (1, 2):
+        t = clock()
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(fill, jobs))
+        report(f"5 runs of {run} rows, one preadv each into the batch, {threads} thread(s)", t, len(jobs) * batch * rb)
+    for fd in fds:
+        os.close(fd)
 
 
 if __name__ == "__main__":

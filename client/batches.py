@@ -234,7 +234,7 @@ class BatchStream:
         for w in [w for w in plan.windows if (int(self.window_starts[w + 1]) - 1) // self.batch_size < self.step]:
             plan.windows.pop(w).close()
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self, _finalizing=sys.is_finalizing) -> Iterator[dict[str, torch.Tensor]]:
         if self.step >= self.num_batches:
             return
         cuda = self.device is not None and self.device.type == "cuda"
@@ -270,7 +270,7 @@ class BatchStream:
                     self._retire(plan)
                     yield out
         finally:
-            if sys.is_finalizing():  # an unfinished stream at interpreter exit: the OS cleans up
+            if _finalizing():  # an unfinished stream at interpreter exit: the OS cleans up
                 return
             for f in inflight:
                 f.cancel()

@@ -73,16 +73,28 @@ def _rng(*key: int) -> np.random.Generator:
 
 def interleave(sizes: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """Group index per position when groups of ``sizes`` are spread evenly over one sequence:
-    item i of group g sits at key (i + phase[g]) / sizes[g] (phase in [0, 1)); ties go to the lower
-    group.  Any stretch of consecutive positions then holds every group in proportion to its size,
-    within one item."""
+    item i of group g sits at key (i + phase[g]) / sizes[g] (phase in [0, 1)); equal keys keep
+    groups of equal size in phase order, then in order of first appearance of their size.  Any
+    stretch of consecutive positions then holds every group in proportion to its size, within one
+    item.
+
+    Groups of one size interleave round-robin in phase order, so each size class is generated
+    already sorted and only a handful of sorted runs is merged (milliseconds per window)."""
     sizes = np.asarray(sizes, dtype=np.int64)
-    group = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
     if len(sizes) <= 1:
-        return group
-    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    i = np.arange(len(group), dtype=np.int64) - first[group]
-    return group[np.argsort((i + phase[group]) / sizes[group], kind="stable")]
+        return np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    phase = np.asarray(phase, dtype=np.float64)
+    classes, first = np.unique(sizes, return_index=True)
+    keys, groups = [], []
+    for n in classes[np.argsort(first, kind="stable")]:
+        if n == 0:
+            continue
+        members = np.flatnonzero(sizes == n)
+        members = members[np.argsort(phase[members], kind="stable")]
+        keys.append(((np.arange(n)[:, None] + phase[members][None, :]) / n).ravel())
+        groups.append(np.broadcast_to(members.astype(np.int32), (n, len(members))).ravel())
+    key, group = np.concatenate(keys), np.concatenate(groups)
+    return group[np.argsort(key, kind="stable")]
 
 
 def stratified_order(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
