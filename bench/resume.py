@@ -12,13 +12,25 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import actlake
+
+
+def warm_cache(uri: str) -> None:
+    """Read every file of a local store once, so the next measurement is from the page cache."""
+    for path in Path(uri).rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                while f.read(1 << 24):
+                    pass
 
 
 def first_batch_after(uri: str, step: int, cold: bool) -> float:
     if cold:
         subprocess.run("sync; echo 3 > /proc/sys/vm/drop_caches", shell=True, check=False)
+    else:
+        warm_cache(uri)
     ds = actlake.open_dataset(uri)
     t = time.perf_counter()
     s = ds.batches(4096, seed=0)

@@ -159,7 +159,9 @@ class BatchStream:
                               self.shuffle)
         args = (w, self.ds, self.hooks, self.segments, s0, s1, order)
         if self._direct:
-            win = DirectWindow(*args, files=plan.files, io=io)
+            # rows of each block the first few batches of the window read
+            lead = 4 * -(-self.batch_size * self.block_rows // max(self.buffer_rows, 1))
+            win = DirectWindow(*args, files=plan.files, io=io, lead_rows=lead)
         else:
             k = w % len(plan.ring)
             if plan.ring[k] is None:

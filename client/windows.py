@@ -109,7 +109,7 @@ def raise_open_file_limit() -> int:
 
 
 class DirectWindow(Window):
-    def __init__(self, *a, files: FileHandles, io: ThreadPoolExecutor, **kw):
+    def __init__(self, *a, files: FileHandles, io: ThreadPoolExecutor, lead_rows: int = 0, **kw):
         super().__init__(*a, **kw)
         self._files = files
         self._row_bytes = {h: self.ds.manifest.hooks[h].row_bytes for h in self.hooks}
@@ -123,19 +123,26 @@ class DirectWindow(Window):
             self.close()
             raise
         self._fd_of = {h: [self._fds[h, j] for j in range(self.num_segments)] for h in self.hooks}
-        self.advised = io.submit(self._advise)
+        self.advised = io.submit(self._advise, lead_rows)
 
-    def _advise(self) -> None:
-        """Ask the kernel to read the window's byte ranges ahead (a no-op when they are cached)."""
+    def _advise(self, lead_rows: int) -> None:
+        """Ask the kernel to read the window's byte ranges ahead (a no-op when they are cached):
+        first the leading ``lead_rows`` of every block (what the first batches read), then the
+        rest, so a cold start does not wait behind the whole window's read-ahead."""
         if not hasattr(os, "posix_fadvise"):
             return
-        for (h, j), fd in list(self._fds.items()):
-            rb = self._row_bytes[h]
-            try:
-                os.posix_fadvise(fd, int(self.lo[j]) * rb, (int(self.hi[j]) - int(self.lo[j])) * rb,
-                                 os.POSIX_FADV_WILLNEED)
-            except OSError:  # not supported by this file system
-                return
+        items = list(self._fds.items())
+        spans = [(0, lead_rows), (lead_rows, None)] if lead_rows else [(0, None)]
+        for a, b in spans:
+            for (h, j), fd in items:
+                rb, lo, hi = self._row_bytes[h], int(self.lo[j]), int(self.hi[j])
+                start, end = lo + min(a, hi - lo), hi if b is None else lo + min(b, hi - lo)
+                if end <= start:
+                    continue
+                try:
+                    os.posix_fadvise(fd, start * rb, (end - start) * rb, os.POSIX_FADV_WILLNEED)
+                except OSError:  # not supported by this file system
+                    return
 
     def copy(self, hook: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         # A segment's runs in consecutive batches are adjacent in its file (the window order takes
