@@ -175,16 +175,18 @@ class BatchStream:
         plan.windows[w] = win
         return win
 
-    def _pieces(self, k: int, plan: _Plan, io: ThreadPoolExecutor, loader: ThreadPoolExecutor) -> list[Piece]:
-        """The runs batch ``k`` is made of, in order (also opens/loads windows ahead)."""
+    def _pieces(self, k: int, plan: _Plan, io: ThreadPoolExecutor, loader: ThreadPoolExecutor,
+                ahead: bool = True) -> list[Piece]:
+        """The runs batch ``k`` is made of, in order (also opens/loads windows ahead, unless this
+        is the stream's first batch: then nothing competes with it)."""
         pos = k * self.batch_size
         need = min(self.batch_size, self.num_rows - pos)
         w = int(np.searchsorted(self.window_starts, pos, side="right")) - 1
         off = pos - int(self.window_starts[w])
         pieces: list[Piece] = []
         while need:
-            for ahead in range(w, min(w + 1 + self.prefetch, self.num_windows)):
-                self._window(ahead, plan, io, loader)
+            for j in range(w, min(w + 1 + (self.prefetch if ahead else 0), self.num_windows)):
+                self._window(j, plan, io, loader)
             win = plan.windows[w]
             take = min(need, win.n - off)
             known = plan.done if (plan.w, plan.off) == (w, off) else None
@@ -253,8 +255,9 @@ class BatchStream:
         try:
             while self.step < self.num_batches:
                 while planned < self.num_batches and len(inflight) * group < self.prefetch_batches:
-                    batches = [self._pieces(k, plan, io, loader)
-                               for k in range(planned, min(planned + group, self.num_batches))]
+                    first = planned == self.step and not inflight  # the stream's first job: one batch, fast
+                    batches = [self._pieces(k, plan, io, loader, ahead=not first)
+                               for k in range(planned, min(planned + (1 if first else group), self.num_batches))]
                     done = threading.Event()
                     for win in dict.fromkeys(p[0] for pieces in batches for p in pieces):
                         win.readers.append(done)
