@@ -13,7 +13,6 @@ script imports ``streaming.base`` (which has everything used here) without runni
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import time
 import types

@@ -16,7 +16,6 @@ Reading uses SAELens' defaults for the in-RAM mixing buffer (``n_batches_in_buff
 LanguageModelSAERunnerConfig) and ``train_batch_size_tokens`` = the benchmark's batch size."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
