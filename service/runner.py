@@ -130,7 +130,8 @@ def _run(job: JobSpec, store: StoreFS, existing: Manifest | None, probe: str | N
         manifest = Manifest(
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(), model=model_info, tokenizer=tok_info,
             hooks=infos, job=job, chunk_rows=job.chunk_rows, row_shuffle=job.shuffle_rows,
-            provenance_columns=VISION_PROVENANCE if job.is_vision else TEXT_PROVENANCE,
+            provenance_columns=VISION_PROVENANCE if job.is_vision else
+            TEXT_PROVENANCE + (["label"] if job.data.label_field else []),
         )
         write_manifest(store, manifest)
     coord = ray.remote(Coordinator).options(num_cpus=0).remote(job, storage_options)

@@ -146,3 +146,26 @@ def test_convnext_spatial_maps_become_rows(ray_local, tmp_path, image_folder):
         for r in rows:
             assert prov["token_type"][r] == "patch"
             assert torch.equal(got[r], ref[:, prov["patch_row"][r], prov["patch_col"][r]])
+
+
+def test_text_labels_reach_provenance_and_filters(ray_local, tmp_path, tiny_gpt2, text_corpus):
+    """A jsonl source with a label field: every row carries its document's label (docs span
+    contexts and contexts span docs), unlabelled docs give nulls, and a label filter keeps exactly
+    the rows of those documents."""
+    import json
+
+    words = " ".join(p.read_text() for p in sorted(text_corpus.iterdir())).split()
+    docs = [" ".join(words[i:i + 9]) for i in range(0, 900, 9)]  # short docs: several per context
+    labels = ["pos" if i % 3 == 0 else None if i % 3 == 1 else "neg" for i in range(len(docs))]
+    src = tmp_path / "docs.jsonl"
+    src.write_text("\n".join(json.dumps({"text": t, **({"y": y} if y else {})}) for t, y in zip(docs, labels)))
+    ds = _extract(tmp_path, tiny_gpt2, {"type": "jsonl", "path": str(src), "label_field": "y"}, "float16",
+                  ["transformer.h.0"], context_len=16, max_tokens=600, fragment_tokens=128, chunk_rows=32)
+    assert "label" in ds.manifest.provenance_columns
+    d = ds.provenance(np.arange(ds.num_rows)).to_pydict()
+    assert [labels[i] for i in d["doc_id"]] == d["label"]
+    assert {"pos", "neg", None} <= set(d["label"])
+    want = sorted(r for r, y in zip(d["row_id"], d["label"]) if y == "pos")
+    got = np.concatenate([b["row_id"].numpy() for b in
+                          ds.batches(7, with_provenance=True, drop_last=False, filter={"labels": ["pos"]})])
+    assert sorted(got.tolist()) == want

@@ -78,6 +78,12 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
             row += n
     order = np.argsort(dest)
     table = pa.table({k: pa.array(np.concatenate(v)[order]) for k, v in cols.items()})
+    if job.data.label_field:
+        names: dict[int, str] = {}
+        for ctx in unit.contexts:
+            names.update(ctx.labels or {})
+        doc_ids = np.concatenate(cols["doc_id"])[order]
+        table = table.append_column("label", pa.array([names.get(int(d)) for d in doc_ids], pa.string()))
     return sink.arrays, table
 
 

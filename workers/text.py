@@ -20,7 +20,7 @@ class Context:
     tokens: np.ndarray  # int32 [n]
     doc_id: np.ndarray  # int64 [n]; BOS rows carry the doc id of the token after them
     doc_pos: np.ndarray  # int32 [n]; -1 for BOS
-    label: list[str | None] | None = None
+    labels: dict[int, str] | None = None  # doc id -> label, for the labelled docs in this context
 
 
 def tokenize_docs(docs: Iterable[Doc], tokenizer: Any, batch: int = 64) -> Iterator[tuple[Doc, list[int]]]:
@@ -47,6 +47,7 @@ def pack_contexts(
     dids: list[np.ndarray] = []
     dpos: list[np.ndarray] = []
     pending = 0
+    labels: dict[int, str] = {}  # labels of the docs not yet fully emitted
 
     def emit(n_body: int) -> Context:
         nonlocal toks, dids, dpos, pending
@@ -58,7 +59,13 @@ def pack_contexts(
             t = np.concatenate([[bos], t]).astype(np.int32)
             d = np.concatenate([[d[0]], d]).astype(np.int64)
             p = np.concatenate([[-1], p]).astype(np.int32)
-        return Context(t.astype(np.int32), d.astype(np.int64), p.astype(np.int32))
+        ctx_labels = None
+        if labels:
+            ctx_labels = {int(x): labels[int(x)] for x in np.unique(d) if int(x) in labels}
+            left = set(np.unique(dids[0]).tolist()) if len(dids[0]) else set()
+            for x in [x for x in labels if x not in left]:
+                del labels[x]
+        return Context(t.astype(np.int32), d.astype(np.int64), p.astype(np.int32), ctx_labels or None)
 
     for doc, ids in tokenize_docs(docs, tokenizer):
         if eos is not None:
@@ -67,6 +74,8 @@ def pack_contexts(
         toks.append(np.asarray(ids, dtype=np.int32))
         dids.append(np.full(n, doc.doc_id, dtype=np.int64))
         dpos.append(np.arange(n, dtype=np.int32))
+        if doc.label is not None:
+            labels[doc.doc_id] = doc.label
         pending += n
         while pending >= body:
             if budget is not None and budget < context_len:
