@@ -157,7 +157,7 @@ class BatchStream:
         # computed ahead on the loader thread (a sort of the window's rows: milliseconds)
         order = loader.submit(sh.window_order, self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w,
                               self.shuffle)
-        args = (w, self.ds, self.hooks, self.segments, s0, s1, order)
+        args = (self.ds, self.hooks, self.segments, s0, s1, order)
         if self._direct:
             # rows of each block the first few batches of the window read
             lead = 4 * -(-self.batch_size * self.block_rows // max(self.buffer_rows, 1))
@@ -224,13 +224,10 @@ class BatchStream:
                 out[h] = storage_to_tensor(dst, self._dtypes[h])
             for win, runs in parts.items():
                 win.copy(h, runs)
-        for (out, arrays), pieces in zip(results, batches):
-            if self.with_provenance:
+        if self.with_provenance:
+            for (out, _), pieces in zip(results, batches):
                 ids = [win.row_ids(js, i0, i1) for win, js, i0, i1 in pieces]
                 out["row_id"] = torch.from_numpy(np.concatenate(ids))
-            if not pool.pinned:
-                for a in arrays:
-                    pool.release(a)
         return results
 
     def _retire(self, plan: _Plan) -> None:
@@ -270,7 +267,7 @@ class BatchStream:
                             event = torch.cuda.Event()
                             event.record()
                             for a in arrays:
-                                pool.release(a, event)
+                                pool.fence(a, event)
                     self.step += 1
                     self._retire(plan)
                     yield out

@@ -47,13 +47,15 @@ class OutputPool:
 
     ``torch.from_numpy`` keeps its array alive for as long as any tensor or view of that storage
     lives, so an array whose refcount is back to the pool's own references is provably free of
-    trainer tensors.  With pinned memory an array is also fenced until the CUDA copy that read it
-    has finished (a non-blocking copy outlives the CPU tensor)."""
+    trainer tensors (and of the assembly thread filling it).  With pinned memory an array is also
+    fenced until the CUDA copy that read it has finished (a non-blocking copy outlives the CPU
+    tensor)."""
 
     def __init__(self, cap: int, pinned: bool = False):
         self.cap, self.pinned = cap, pinned
         self.free: dict[tuple, list[np.ndarray]] = {}
-        self._fences: dict[int, Any] = {}
+        self._pooled: set[int] = set()  # ids of the arrays the pool keeps (alive as long as it)
+        self._fences: dict[int, Any] = {}  # id -> CUDA event of the last copy that read it
         self._lock = threading.Lock()
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -63,32 +65,27 @@ class OutputPool:
             for a in arrays:
                 # the list, the loop variable and getrefcount's argument
                 if sys.getrefcount(a) <= 3 and self._unfenced(a):
-                    self._fences[id(a)] = "busy"
                     return a
             a = _pinned(shape, dtype) if self.pinned else np.empty(shape, dtype=dtype)
             if len(arrays) < self.cap:
                 arrays.append(a)
-                self._fences[id(a)] = "busy"
+                self._pooled.add(id(a))
             return a
 
     def _unfenced(self, a: np.ndarray) -> bool:
         f = self._fences.get(id(a))
         if f is None:
             return True
-        if f == "busy" or not f.query():
+        if not f.query():
             return False
         del self._fences[id(a)]
         return True
 
-    def release(self, a: np.ndarray, event: Any = None) -> None:
-        """The batch writing ``a`` is built (``event``: a CUDA event recorded after the copy that
-        reads it); from now on only the refcount and the event keep it from reuse."""
+    def fence(self, a: np.ndarray, event: Any) -> None:
+        """``a`` may not be reused before ``event`` (recorded after the copy that reads it) has run."""
         with self._lock:
-            if id(a) in self._fences:
-                if event is None:
-                    del self._fences[id(a)]
-                else:
-                    self._fences[id(a)] = event
+            if id(a) in self._pooled:
+                self._fences[id(a)] = event
 
 
 class BufferCache:

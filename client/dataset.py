@@ -11,6 +11,7 @@ import pyarrow as pa
 import torch
 
 from actlake.client import shuffle as sh
+from actlake.client.buffers import BufferCache
 from actlake.client.filters import RowFilter
 from actlake.schemas.errors import ActlakeError
 from actlake.schemas.manifest import Manifest
@@ -44,8 +45,6 @@ class ActivationDataset:
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._kept: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
-        from actlake.client.buffers import BufferCache
-
         self._buffers = BufferCache(cap=8)  # warm window buffers / output pools reused across streams
 
     # ---- metadata -----------------------------------------------------------------------------

@@ -28,23 +28,18 @@ if TYPE_CHECKING:
 class Window:
     """Segments [s0, s1) of a rank's plan, their stream order, and the batches that read them."""
 
-    def __init__(self, index: int, ds: "ActivationDataset", hooks: list[str], segments: sh.Segments,
-                 s0: int, s1: int, order: Future):
-        self.index, self.ds, self.hooks = index, ds, hooks
-        self.s0, self.s1, self.order = s0, s1, order  # the window's stream order (shuffle.window_order)
+    def __init__(self, ds: "ActivationDataset", hooks: list[str], segments: sh.Segments, s0: int, s1: int,
+                 order: Future):
+        self.ds, self.hooks = ds, hooks
+        self.num_segments = s1 - s0
+        self.order = order  # the window's stream order (shuffle.window_order)
         seg = segments
         self.frag, self.chunk = seg.frag[s0:s1], seg.chunk[s0:s1]
         self.lo, self.hi, self.k0 = seg.lo[s0:s1], seg.hi[s0:s1], seg.k0[s0:s1]
         self.n = int(seg.rows[s0:s1].sum())
+        # dataset row id of stored row 0 of each segment's chunk
+        self.base_rows = np.asarray(ds.snapshot.offsets)[self.frag] + self.chunk * ds.chunk_rows
         self.readers: list[threading.Event] = []  # set when each batch reading this window is built
-
-    @property
-    def num_segments(self) -> int:
-        return self.s1 - self.s0
-
-    def base_rows(self) -> np.ndarray:
-        """Dataset row id of stored row 0 of each segment's chunk."""
-        return np.asarray(self.ds.snapshot.offsets)[self.frag] + self.chunk * self.ds.chunk_rows
 
     def wait(self) -> None:
         """Block until the window can be read (staged windows: until loaded)."""
@@ -81,12 +76,12 @@ class FileHandles:
             entry[1] += 1
             return entry[0]
 
-    def release(self, path: str, _close=os.close) -> None:  # (bound early: may run at interpreter exit)
+    def release(self, path: str) -> None:
         with self._lock:
             entry = self._open[path]
             entry[1] -= 1
             if entry[1] == 0:
-                _close(entry[0])
+                os.close(entry[0])
                 del self._open[path]
 
 
@@ -165,7 +160,7 @@ class DirectWindow(Window):
                 raise ActlakeError(f"store is damaged: chunk {self._paths[hook, j]} is truncated")
 
     def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
-        return _runs_index(self.base_rows()[js] + self.lo[js] + i0, i1 - i0)
+        return _runs_index(self.base_rows[js] + self.lo[js] + i0, i1 - i0)
 
     def close(self) -> None:
         if hasattr(self, "advised"):
@@ -195,7 +190,7 @@ class StagedWindow(Window):
             e.wait()
         b = self.buf
         chunk_rows = self.ds.chunk_rows
-        base = self.base_rows()
+        base = self.base_rows
 
         def one(j: int) -> None:
             f, c, lo, hi, a = int(self.frag[j]), int(self.chunk[j]), int(self.lo[j]), int(self.hi[j]), int(self.pos[j])
