@@ -82,8 +82,9 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
         names: dict[int, str] = {}
         for ctx in unit.contexts:
             names.update(ctx.labels or {})
-        doc_ids = np.concatenate(cols["doc_id"])[order]
-        table = table.append_column("label", pa.array([names.get(int(d)) for d in doc_ids], pa.string()))
+        docs, which = np.unique(np.concatenate(cols["doc_id"])[order], return_inverse=True)
+        per_doc = pa.array([names.get(int(d)) for d in docs], pa.string())
+        table = table.append_column("label", per_doc.take(pa.array(which.reshape(-1))))
     return sink.arrays, table
 
 
