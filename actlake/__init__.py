@@ -12,6 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 from actlake.client.dataset import ActivationDataset, open_dataset  # noqa: E402
+from actlake.schemas import errors  # noqa: E402
 from actlake.schemas.errors import ActlakeError  # noqa: E402
 from actlake.schemas.job import JobSpec  # noqa: E402
 
@@ -32,4 +33,4 @@ def extract(job: "JobSpec | dict[str, Any] | str", address: str | None = None,
     return run_job(job, address=address, storage_options=storage_options)
 
 
-__all__ = ["open_dataset", "ActivationDataset", "extract", "JobSpec", "ActlakeError", "__version__"]
+__all__ = ["open_dataset", "ActivationDataset", "extract", "JobSpec", "ActlakeError", "errors", "__version__"]

@@ -6,10 +6,17 @@ from actlake.schemas.sources import SourceSpec
 from actlake.schemas.job import JobSpec, load_job, DEMO_JOB
 from actlake.schemas.manifest import Manifest, ModelInfo, TokenizerInfo
 from actlake.schemas.fragment import FragmentRecord, Commit
-from actlake.schemas.errors import ActlakeError, format_validation_error
+from actlake.schemas.errors import (
+    ActlakeError, ClusterError, CommitConflictError, HookError, JobSpecError, ModelError, NonFiniteError,
+    NotADatasetError, QueryError, RemoteError, RowIdError, SourceError, StorageError, StoreDamagedError,
+    StoreLocationError, StreamStateError, format_validation_error,
+)
 
 __all__ = [
     "HookSpec", "HookInfo", "parse_hooks", "SourceSpec", "JobSpec", "load_job", "DEMO_JOB",
-    "Manifest", "ModelInfo", "TokenizerInfo", "FragmentRecord", "Commit", "ActlakeError",
+    "Manifest", "ModelInfo", "TokenizerInfo", "FragmentRecord", "Commit", "ActlakeError", "ClusterError",
+    "CommitConflictError", "HookError", "JobSpecError", "ModelError", "NonFiniteError", "NotADatasetError",
+    "QueryError", "RemoteError", "RowIdError", "SourceError", "StorageError", "StoreDamagedError",
+    "StoreLocationError", "StreamStateError",
     "format_validation_error",
 ]
