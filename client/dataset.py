@@ -141,6 +141,54 @@ class ActivationDataset:
             table = pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
         return table.add_column(0, "row_id", pa.array(ids))
 
+    def _documents_table(self) -> pa.Table:
+        """All committed fragments' documents tables, one row per doc id (cached)."""
+        t = getattr(self, "_documents", None)
+        if t is None:
+            import pyarrow.parquet as pq
+
+            from actlake.store import layout
+
+            def read(rec) -> pa.Table | None:
+                try:
+                    with self.store.fs.open(self.store.path(f"{rec.path}/{layout.DOCUMENTS}"), "rb") as f:
+                        return pq.read_table(f)
+                except FileNotFoundError:
+                    return None  # written before documents tables existed, or from arrays
+
+            with ThreadPoolExecutor(8) as pool:
+                parts = [p for p in pool.map(read, self.snapshot.fragments) if p is not None]
+            schema = pa.schema([("doc_id", pa.int64()), ("source", pa.string()), ("index", pa.int64()),
+                                ("label", pa.string())])
+            t = pa.concat_tables([p.select(schema.names).cast(schema) for p in parts]) if parts else schema.empty_table()
+            ids = t.column("doc_id").to_numpy()
+            _, first = np.unique(ids, return_index=True)  # a document cut across fragments is listed twice
+            t = self._documents = t.take(pa.array(first))  # sorted by doc_id
+        return t
+
+    def documents(self, doc_ids) -> pa.Table:
+        """Where documents came from: ``doc_id`` (int64), ``source`` (file path or URI of the document
+        or image), ``index`` (0-based line of a .jsonl / row of a .parquet; null for whole-file
+        documents and images), ``label`` — one row per id, in the order given (ids may repeat).
+
+        Only committed fragments are read.  Raises RowIdError for ids that are not integers or
+        that no committed fragment holds."""
+        raw = np.asarray(doc_ids).reshape(-1)
+        if raw.size and not np.issubdtype(raw.dtype, np.integer):
+            from actlake.schemas.errors import RowIdError
+
+            raise RowIdError(f"doc ids must be integers, got {raw.dtype}")
+        ids = raw.astype(np.int64)
+        table = self._documents_table()
+        have = table.column("doc_id").to_numpy()
+        pos = np.searchsorted(have, ids)
+        ok = (pos < len(have)) & (have[np.minimum(pos, max(len(have) - 1, 0))] == ids) if len(have) else np.zeros(len(ids), bool)
+        if not ok.all():
+            from actlake.schemas.errors import RowIdError
+
+            raise RowIdError(f"doc id(s) {ids[~ok][:5].tolist()} are not in this dataset's committed documents")
+        return table.take(pa.array(pos))
+
     def _contexts_per_fragment(self) -> float | None:
         """Mean contexts (text) or images (vision) per fragment, from the commit log: how long a
         run of one block may be before batches lose distinct contexts (shuffle.auto_layout)."""

@@ -1,7 +1,7 @@
 """Fragment records: what a commit makes visible."""
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class FragmentRecord(BaseModel):
@@ -20,6 +20,10 @@ class FragmentRecord(BaseModel):
     checksums_sha256: str  # sha256 of the fragment's checksum file
     attempt: str
     worker: str = ""
+    bytes: dict[str, int] = Field(default_factory=dict, description="bytes on storage per hook (its zarr array)")
+    total_bytes: int = Field(0, description="bytes on storage of every file of the fragment (0: not recorded)")
+    nonfinite: dict[str, int] = Field(
+        default_factory=dict, description="inf/NaN values per hook (stored under 'warn', clamped under 'clamp')")
 
 
 class Commit(BaseModel):

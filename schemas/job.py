@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from actlake.schemas.errors import ActlakeError, format_validation_error
+from actlake.schemas.errors import JobSpecError, format_validation_error
 from actlake.schemas.hooks import HookSpec, parse_hooks
 from actlake.schemas.sources import SourceSpec
 
@@ -18,6 +18,7 @@ DTYPE_ALIASES = {
     "bf16": "bfloat16", "bfloat16": "bfloat16",
 }
 DropToken = Literal["bos", "eos", "pad"]
+NonFinitePolicy = Literal["error", "warn", "clamp"]
 
 # Fields that do not change the dataset's content; a resumed job may change them freely.
 RUNTIME_FIELDS = frozenset({"batch_size", "num_workers", "device", "progress"})
@@ -47,8 +48,12 @@ class JobSpec(BaseModel):
     compute_dtype: str = "float32"
     dtype: str = Field("bfloat16", description="storage dtype of activations")
     compression: Literal["none", "zstd"] = "none"
-    prepend_bos: bool = True
-    drop_tokens: list[DropToken] = Field(default_factory=lambda: ["bos", "pad"])
+    prepend_bos: bool | None = Field(
+        None, description="insert BOS ([CLS] for BERT-style) at each context start; None = auto per tokenizer")
+    drop_tokens: list[DropToken] = Field(
+        default_factory=lambda: ["bos", "pad"], description="inserted tokens that get no rows (never document tokens)")
+    nonfinite: NonFinitePolicy = Field(
+        "error", description="inf/NaN activations: error (NonFiniteError), warn (store and count), clamp (to the dtype's range, NaN→0)")
     fragment_tokens: int = Field(65536, ge=16, description="rows per fragment, approximately")
     chunk_rows: int = Field(8192, ge=16)
     shuffle_rows: bool = Field(True, description="write-time shuffle of rows inside each fragment")
@@ -67,6 +72,13 @@ class JobSpec(BaseModel):
     def _data(cls, v: Any) -> Any:
         return SourceSpec.from_string(v) if isinstance(v, str) else v
 
+    @field_validator("drop_tokens", mode="before")
+    @classmethod
+    def _drop_tokens(cls, v: Any) -> Any:
+        if isinstance(v, str):  # CLI: "bos,eos" (or "" / "none" for nothing)
+            return [x.strip() for x in v.split(",") if x.strip() and x.strip().lower() != "none"]
+        return v
+
     @field_validator("dtype", "compute_dtype", mode="before")
     @classmethod
     def _dtypes(cls, v: Any) -> str:
@@ -84,20 +96,20 @@ class JobSpec(BaseModel):
 def load_job(path: str | Path | None = None, **overrides: Any) -> JobSpec:
     """Load a job from YAML/JSON (if given) and apply non-None overrides (CLI flags).
 
-    With neither a file nor any override, this is the built-in demo job.  Raises ActlakeError with
+    With neither a file nor any override, this is the built-in demo job.  Raises JobSpecError with
     one line naming the bad field."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.exists():
-            raise ActlakeError(f"job file not found: {p}")
+            raise JobSpecError(f"job file not found: {p}")
         text = p.read_text()
         try:
             raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
         except (yaml.YAMLError, json.JSONDecodeError) as e:
-            raise ActlakeError(f"job file {p} is not valid YAML/JSON: {e}") from None
+            raise JobSpecError(f"job file {p} is not valid YAML/JSON: {e}") from None
         if not isinstance(raw, dict):
-            raise ActlakeError(f"job file {p} must hold a mapping of fields")
+            raise JobSpecError(f"job file {p} must hold a mapping of fields")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     base = dict(DEMO_JOB) if path is None and not overrides else {}
     base.update(raw)
@@ -106,11 +118,11 @@ def load_job(path: str | Path | None = None, **overrides: Any) -> JobSpec:
 
 
 def parse_job(fields: dict[str, Any]) -> JobSpec:
-    """Validate a dict of job fields; ActlakeError with one line naming the bad field(s)."""
+    """Validate a dict of job fields; JobSpecError with one line naming the bad field(s)."""
     try:
         return JobSpec.model_validate(fields)
     except ValidationError as e:
-        raise ActlakeError("invalid job: " + format_validation_error(e)) from None
+        raise JobSpecError("invalid job: " + format_validation_error(e)) from None
 
 
 # The built-in demo: the real SmolLM2-135M on the Python standard library's sources.

@@ -20,12 +20,34 @@ class ModelInfo(BaseModel):
     kind: Literal["text", "vision"]
 
 
+class PackingInfo(BaseModel):
+    """How documents became contexts (resolved per tokenizer; see docs/format.md "Packing").
+
+    Document text is tokenized as text (special-token strings are split, never control ids); the
+    packer alone inserts ``bos_token_id`` at the start of every context (when ``prepend_bos``) and
+    ``separator_token_id`` after every document.  ``drop_tokens`` names the inserted tokens that
+    have no rows (``bos``, ``eos``; ``pad`` never has rows)."""
+
+    prepend_bos: bool
+    bos_token_id: int | None = None
+    bos_token: Literal["bos", "cls", "eos", "sep"] | None = None  # which special token plays BOS
+    separator_token_id: int | None = None
+    separator_token: Literal["eos", "sep"] | None = None
+    drop_tokens: list[str] = Field(default_factory=list)
+    prepend_bos_requested: bool | None = None  # the job's value; None = auto
+    special_tokens_in_text: Literal["split"] = "split"
+
+
 class TokenizerInfo(BaseModel):
-    name: str
+    name: str = Field(description="loads offline with AutoTokenizer.from_pretrained (local dir or cached HF id)")
     vocab_size: int
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
+    cls_token_id: int | None = None
+    sep_token_id: int | None = None
+    source_id: str | None = None  # the model id the tokenizer came with (e.g. an HF hub id)
+    packing: PackingInfo | None = None
 
 
 class Manifest(BaseModel):

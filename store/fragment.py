@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 from dataclasses import dataclass
 
 import numcodecs
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 import zarr
 import zarr.codecs
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import ActlakeError, NonFiniteError
 from actlake.schemas.fragment import FragmentRecord
 from actlake.schemas.hooks import HookInfo
 from actlake.store import layout
@@ -29,28 +30,104 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _encode_zarr(arrays: dict[str, np.ndarray], hooks: dict[str, HookInfo], chunk_rows: int) -> dict[str, bytes]:
+def _codecs(info: HookInfo):
+    return zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="shuffle") if info.codec == "zstd" else None
+
+
+def _encode_array(name: str, data: np.ndarray, info: HookInfo, chunk_rows: int) -> dict[str, bytes]:
+    """Objects of one hook's zarr array (keys relative to the array), holding only real rows.
+
+    A fragment of n <= chunk_rows rows is one chunk of exactly n rows (chunks = (n, ...)): plain zarr.
+    Larger fragments use chunks of chunk_rows rows; their last chunk is stored with only its own
+    rows (not padded to chunk_rows; zarr would pad it), encoded with the array's codecs."""
+    n = data.shape[0]
+    rows = min(chunk_rows, n) if n else chunk_rows
+    tail = n % rows if n > rows else 0
     objects: dict = {}
-    store = zarr.storage.MemoryStore(store_dict=objects)
-    group = zarr.group(store=store, zarr_format=3).create_group(layout.ACTS)
+    arr = zarr.create_array(
+        store=zarr.storage.MemoryStore(store_dict=objects), shape=data.shape, chunks=(rows, *data.shape[1:]),
+        dtype=STORAGE[info.dtype], fill_value=0, compressors=_codecs(info), zarr_format=3,
+        attributes={"actlake_hook": name, "actlake_dtype": info.dtype, "actlake_last_chunk_rows": tail or rows},
+        config={"write_empty_chunks": True},
+    )
+    if tail:
+        arr[: n - tail] = data[: n - tail]  # full chunks only; the short last chunk is encoded below
+        short: dict = {}
+        last = zarr.create_array(
+            store=zarr.storage.MemoryStore(store_dict=short), shape=(tail, *data.shape[1:]),
+            chunks=(tail, *data.shape[1:]), dtype=STORAGE[info.dtype], fill_value=0, compressors=_codecs(info),
+            zarr_format=3, config={"write_empty_chunks": True},
+        )
+        last[...] = data[n - tail:]
+        key = layout.chunk_key(info.array, n // rows, data.ndim)[len(f"{layout.ACTS}/{info.array}/"):]
+        objects[key] = short["c/" + "/".join(["0"] * data.ndim)]
+    elif n:
+        arr[...] = data
+    return {k: v.to_bytes() for k, v in objects.items()}
+
+
+def _encode_zarr(arrays: dict[str, np.ndarray], hooks: dict[str, HookInfo], chunk_rows: int) -> dict[str, bytes]:
+    """All objects of a fragment's zarr group ``acts/`` (group metadata + one array per hook)."""
+    objects: dict = {}
+    zarr.group(store=zarr.storage.MemoryStore(store_dict=objects), zarr_format=3).create_group(layout.ACTS)
+    out = {k: v.to_bytes() for k, v in objects.items()}
     for name, data in arrays.items():
         info = hooks[name]
-        compressors = (
-            zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="shuffle") if info.codec == "zstd" else None
-        )
-        arr = group.create_array(
-            info.array,
-            shape=data.shape,
-            chunks=(chunk_rows, *data.shape[1:]),
-            dtype=STORAGE[info.dtype],
-            fill_value=0,
-            compressors=compressors,
-            attributes={"actlake_hook": name, "actlake_dtype": info.dtype},
-            config={"write_empty_chunks": True},
-        )
-        if data.shape[0]:
-            arr[...] = data
-    return {k: v.to_bytes() for k, v in objects.items()}
+        out.update({f"{layout.ACTS}/{info.array}/{k}": v for k, v in _encode_array(name, data, info, chunk_rows).items()})
+    return out
+
+
+_FINITE_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": 3.4028234663852886e38}
+
+
+def nonfinite_mask(a: np.ndarray, dtype: str) -> np.ndarray:
+    """True where a stored value (storage dtype; bfloat16 as uint16 bits) is inf or NaN."""
+    if dtype == "bfloat16":
+        return (a & 0x7F80) == 0x7F80  # exponent all ones
+    return ~np.isfinite(a)
+
+
+def apply_nonfinite_policy(name: str, a: np.ndarray, dtype: str, policy: str) -> tuple[np.ndarray, int]:
+    """Count inf/NaN values of one hook's rows and apply the job's policy.
+
+    Returns (array to store, count).  ``error``: NonFiniteError when count > 0 (nothing written);
+    ``warn``: stored as they are (the count goes into the fragment record); ``clamp``: +-inf become
+    the dtype's largest finite value with their sign, NaN becomes 0."""
+    bad = nonfinite_mask(a, dtype)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return a, 0
+    if policy == "error":
+        hint = ("float16 overflows above 65,504: store as bf16 (--dtype bf16)" if dtype == "float16"
+                else "the model produced inf/NaN")
+        raise NonFiniteError(
+            f"hook {name}: {count} inf/NaN value(s) in {a.shape[0]} rows stored as {dtype} ({hint}); "
+            "or choose --nonfinite warn (store and count) or --nonfinite clamp")
+    if policy == "clamp":
+        a = a.copy()
+        if dtype == "bfloat16":
+            nan = bad & ((a & 0x007F) != 0)
+            sign = a & 0x8000
+            a[bad & ~nan] = sign[bad & ~nan] | 0x7F7F  # largest finite bf16 with the value's sign
+            a[nan] = 0
+        else:
+            np.nan_to_num(a, copy=False, nan=0.0, posinf=_FINITE_MAX[dtype], neginf=-_FINITE_MAX[dtype])
+    return a, count
+
+
+@dataclass
+class WrittenFragment:
+    """What ``write_fragment`` wrote: the checksum digest and the true sizes (bytes on storage)."""
+
+    digest: str  # sha256 of the checksum file
+    hook_bytes: dict[str, int]  # per hook: its zarr array's objects (metadata + chunks)
+    total_bytes: int  # every object of the fragment, checksum file included
+    nonfinite: dict[str, int]  # per hook: inf/NaN values found (stored, clamped); only hooks with any
+
+    def record_fields(self) -> dict:
+        """The FragmentRecord fields this write determines."""
+        return {"checksums_sha256": self.digest, "bytes": self.hook_bytes, "total_bytes": self.total_bytes,
+                "nonfinite": self.nonfinite}
 
 
 def write_fragment(
@@ -60,23 +137,45 @@ def write_fragment(
     provenance: pa.Table,
     hooks: dict[str, HookInfo],
     chunk_rows: int,
-) -> str:
-    """Write one fragment under ``frag_path``; return the sha256 of its checksum file.
+    documents: pa.Table | None = None,
+    nonfinite: str = "warn",
+) -> WrittenFragment:
+    """Write one fragment under ``frag_path``: zarr arrays (real rows only), provenance parquet, an
+    optional documents parquet (doc_id, source, index, label of the fragment's documents) and,
+    last, the checksum file (a fragment without one is an incomplete attempt).
 
-    The checksum file is written last: a fragment without one is an incomplete attempt."""
+    ``nonfinite`` is the policy for inf/NaN values (see apply_nonfinite_policy); raises
+    NonFiniteError under ``error`` before anything is written."""
     n = provenance.num_rows
+    counts: dict[str, int] = {}
+    fixed: dict[str, np.ndarray] = {}
     for name, a in arrays.items():
         if a.shape[0] != n:
             raise ValueError(f"hook {name}: {a.shape[0]} rows but provenance has {n}")
-    objects = {f"{frag_path}/{k}": v for k, v in _encode_zarr(arrays, hooks, chunk_rows).items()}
+        fixed[name], c = apply_nonfinite_policy(name, a, hooks[name].dtype, nonfinite)
+        if c:
+            counts[name] = c
+    if counts and nonfinite == "warn":
+        warnings.warn(f"{frag_path}: inf/NaN values stored: {counts}", NonFiniteWarning, stacklevel=2)
+    objects = {f"{frag_path}/{k}": v for k, v in _encode_zarr(fixed, hooks, chunk_rows).items()}
     buf = io.BytesIO()
     pq.write_table(provenance, buf, compression="zstd")
     objects[f"{frag_path}/{layout.PROVENANCE}"] = buf.getvalue()
+    if documents is not None:
+        buf = io.BytesIO()
+        pq.write_table(documents, buf, compression="zstd")
+        objects[f"{frag_path}/{layout.DOCUMENTS}"] = buf.getvalue()
     store.write_many(objects)
     sums = {k[len(frag_path) + 1:]: [len(v), sha256(v)] for k, v in objects.items()}
     blob = json.dumps({"num_rows": n, "files": sums}, sort_keys=True).encode()
     store.write_bytes(f"{frag_path}/{layout.CHECKSUMS}", blob)
-    return sha256(blob)
+    hook_bytes = {name: sum(v[0] for k, v in sums.items() if k.startswith(f"{layout.ACTS}/{hooks[name].array}/"))
+                  for name in arrays}
+    return WrittenFragment(sha256(blob), hook_bytes, sum(v[0] for v in sums.values()) + len(blob), counts)
+
+
+class NonFiniteWarning(UserWarning):
+    """inf/NaN activations were stored (policy ``warn``) or clamped (policy ``clamp``)."""
 
 
 @dataclass
@@ -106,7 +205,7 @@ class FragmentReader:
             raw = self.store.read_bytes(key)
         except FileNotFoundError:
             raise ActlakeError(f"store is damaged: missing chunk {key}") from None
-        return decode_chunk(raw, info, self.chunk_rows)[: self.chunk_rows_of(chunk)]
+        return decode_chunk(raw, info, self.chunk_rows, self.chunk_rows_of(chunk))[: self.chunk_rows_of(chunk)]
 
     def read_rows(self, hook: str, chunk: int, lo: int, hi: int) -> np.ndarray:
         """Rows [lo, hi) of one chunk.  Uncompressed chunks are read as a byte range (one read,
@@ -154,12 +253,15 @@ class FragmentReader:
             raise ActlakeError(f"store is damaged: missing provenance of {self.record.path}") from None
 
 
-def decode_chunk(raw: bytes, info: HookInfo, chunk_rows: int) -> np.ndarray:
-    """Decode one stored chunk (bytes codec, optional blosc/zstd) into a (chunk_rows, *shape) array."""
+def decode_chunk(raw: bytes, info: HookInfo, chunk_rows: int, rows: int | None = None) -> np.ndarray:
+    """Decode one stored chunk (bytes codec, optional blosc/zstd) into a (k, *shape) array: k is
+    ``chunk_rows`` (padded chunk, older stores) or ``rows`` (a last chunk stored with its real rows)."""
     if info.codec == "zstd":
         raw = numcodecs.Blosc().decode(raw)
     dt = STORAGE[info.dtype]
-    expected = chunk_rows * int(np.prod(info.shape)) * dt.itemsize
-    if len(raw) != expected:
-        raise ActlakeError(f"store is damaged: chunk of {info.name} has {len(raw)} bytes, expected {expected}")
-    return np.frombuffer(raw, dtype=dt).reshape(chunk_rows, *info.shape)
+    per_row = int(np.prod(info.shape)) * dt.itemsize
+    k = len(raw) // per_row if per_row else 0
+    if len(raw) % per_row or k not in (chunk_rows, rows if rows is not None else chunk_rows):
+        raise ActlakeError(f"store is damaged: chunk of {info.name} has {len(raw)} bytes, expected "
+                           f"{(rows if rows is not None else chunk_rows) * per_row}")
+    return np.frombuffer(raw, dtype=dt).reshape(k, *info.shape)

@@ -5,6 +5,7 @@ LAST_CHECKPOINT = "_commits/_last_checkpoint.json"
 FRAGMENTS = "fragments"
 CHECKSUMS = "_checksums.json"
 PROVENANCE = "provenance.parquet"
+DOCUMENTS = "documents.parquet"  # doc_id, source, index, label of the fragment's documents
 ACTS = "acts"  # zarr v3 group inside a fragment, one array per hook
 CHECKPOINT_EVERY = 128  # commits between consolidated checkpoints
 

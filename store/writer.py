@@ -47,15 +47,19 @@ class DatasetWriter:
         self.snap = self.log.snapshot()
         self._next_item = 0
 
-    def add(self, arrays: dict[str, np.ndarray], provenance: pa.Table) -> FragmentRecord:
+    def add(self, arrays: dict[str, np.ndarray], provenance: pa.Table, documents: pa.Table | None = None,
+            nonfinite: str = "warn") -> FragmentRecord:
+        """Write and commit one fragment.  ``documents``: optional doc_id/source/index/label table
+        (see ``ActivationDataset.documents``); ``nonfinite``: error | warn | clamp for inf/NaN."""
         index = len(self.snap.fragments)
         attempt = uuid.uuid4().hex[:12]
         path = f"{layout.FRAGMENTS}/u{index:09d}-{attempt}"
-        digest = write_fragment(self.store, path, arrays, provenance, self.infos, self.chunk_rows)
+        written = write_fragment(self.store, path, arrays, provenance, self.infos, self.chunk_rows,
+                                 documents=documents, nonfinite=nonfinite)
         n_items = len(np.unique(provenance.column("context_id").to_numpy())) if "context_id" in provenance.column_names else 1
         rec = FragmentRecord(unit_id=f"u{index:09d}", unit_index=index, path=path, num_rows=provenance.num_rows,
                              num_items=n_items, source_range=(self._next_item, self._next_item + n_items),
-                             checksums_sha256=digest, attempt=attempt)
+                             attempt=attempt, **written.record_fields())
         self._next_item += n_items
         ok, self.snap = self.log.commit(rec, self.snap)
         assert ok

@@ -89,7 +89,7 @@ def _tiny_fragment(store, unit: int, attempt: str, rows: int = 10) -> FragmentRe
                     storage_dtype="float32")
     prov = pa.table({"doc_id": np.full(rows, unit), "context_id": np.arange(rows)})
     path = f"fragments/u{unit:09d}-{attempt}"
-    digest = write_fragment(store, path, {"h": np.random.rand(rows, 4).astype("float32")}, prov, {"h": info}, 4)
+    digest = write_fragment(store, path, {"h": np.random.rand(rows, 4).astype("float32")}, prov, {"h": info}, 4).digest
     return FragmentRecord(unit_id=f"u{unit:09d}", unit_index=unit, path=path, num_rows=rows, num_items=1,
                           source_range=(unit, unit + 1), checksums_sha256=digest, attempt=attempt)
 

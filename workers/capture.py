@@ -5,12 +5,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import ActlakeError, HookError, JobSpecError
 from actlake.schemas.hooks import HookInfo
 from actlake.schemas.job import JobSpec
 from actlake.store.dtypes import TORCH, tensor_to_storage
 from actlake.workers.hooks import Capture, ResolvedHook
 from actlake.workers.models import LoadedModel
+from actlake.workers.text import keep_mask
 from actlake.workers.units import ImageUnit, TextUnit, row_permutation
 
 
@@ -35,15 +36,11 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
     tok = lm.tokenizer_info
     eos = tok.eos_token_id if tok else None
     pad = (tok.pad_token_id if tok and tok.pad_token_id is not None else eos) or 0
-    drop_eos = "eos" in job.drop_tokens and eos is not None
-    # provenance in natural order, then the permutation of rows
+    # provenance in natural order, then the permutation of rows; only tokens the packer inserted
+    # (BOS/[CLS], EOS/[SEP]) may be dropped, never a document token (see workers/text.py)
     keeps, cols = [], {k: [] for k in ("doc_id", "context_id", "context_pos", "doc_pos", "token_id")}
     for ci, ctx in enumerate(unit.contexts):
-        k = np.ones(len(ctx.tokens), dtype=bool)
-        if "bos" in job.drop_tokens and job.prepend_bos:
-            k[0] = False
-        if drop_eos:
-            k &= ctx.tokens != eos
+        k = keep_mask(ctx, job.drop_tokens)
         keeps.append(k)
         cols["doc_id"].append(ctx.doc_id[k])
         cols["context_id"].append(np.full(int(k.sum()), unit.first_context + ci, dtype=np.int64))
@@ -52,7 +49,7 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
         cols["token_id"].append(ctx.tokens[k])
     n_rows = int(sum(int(k.sum()) for k in keeps))
     if n_rows == 0:
-        raise ActlakeError(f"unit {unit.unit_id} produced no rows (all tokens dropped)")
+        raise JobSpecError(f"unit {unit.unit_id} produced no rows (all tokens dropped: check drop_tokens)")
     dest = row_permutation(n_rows, job.seed, unit.index, job.shuffle_rows)
     sink = RowSink(infos, dest)
     row = 0
@@ -72,7 +69,7 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
             n = int(keep.sum())
             for name, t in out.items():
                 if t.dim() < 3 or t.shape[:2] != (len(batch), T):
-                    raise ActlakeError(
+                    raise HookError(
                         f"hook {name} gives shape {tuple(t.shape)}, not (batch, seq, ...): it cannot be stored as token rows")
                 sink.add(name, t[keep], row)
             row += n

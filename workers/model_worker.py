@@ -21,6 +21,8 @@ from actlake.store.fs import open_store
 from actlake.workers.capture import extract_images, extract_text, load_images
 from actlake.workers.hooks import Capture, resolve_hooks
 from actlake.workers.models import load_model
+from actlake.workers.sources import unit_documents
+from actlake.workers.text import resolve_packing
 from actlake.workers.units import ImageUnit, TextUnit
 
 
@@ -68,7 +70,11 @@ class ModelWorker:
                 codec=self.job.compression, layout=kind,
             )
         self.infos = infos
-        return infos, self.lm.info, self.lm.tokenizer_info
+        tok_info = self.lm.tokenizer_info
+        if tok_info is not None:  # record how documents are packed (resolved per tokenizer)
+            tok_info = tok_info.model_copy(update={"packing": resolve_packing(
+                self.lm.tokenizer, self.job.prepend_bos, self.job.drop_tokens)})
+        return infos, self.lm.info, tok_info
 
     def process(self, unit: TextUnit | ImageUnit) -> FragmentRecord:
         """Forward + write one unit as a fresh attempt directory; nothing is committed here."""
@@ -80,10 +86,11 @@ class ModelWorker:
             arrays, prov = extract_images(self.lm, self.hooks, self.infos, unit, self.job)
         attempt = uuid.uuid4().hex[:12]
         path = f"{layout.FRAGMENTS}/{unit.unit_id}-{attempt}"
-        digest = write_fragment(self.store, path, arrays, prov, self.infos, self.job.chunk_rows)
+        written = write_fragment(self.store, path, arrays, prov, self.infos, self.job.chunk_rows,
+                                 documents=unit_documents(unit), nonfinite=self.job.nonfinite)
         return FragmentRecord(
             unit_id=unit.unit_id, unit_index=unit.index, path=path, num_rows=prov.num_rows,
-            num_items=unit.num_items, num_tokens=unit.num_tokens, source_range=unit.source_range, checksums_sha256=digest,
+            num_items=unit.num_items, num_tokens=unit.num_tokens, source_range=unit.source_range, **written.record_fields(),
             attempt=attempt, worker=f"{self.worker_id}@{socket.gethostname()}:{os.getpid()}",
         )
 

@@ -113,9 +113,12 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
             tok = transformers.AutoTokenizer.from_pretrained(path)
         except Exception as e:
             raise ActlakeError(f"model {model} has no usable tokenizer in {path}: {e}") from None
+        # a name that loads offline: the HF id when it came from the HF cache, else the local dir
+        from_cache = model_id == model and not Path(model).expanduser().exists() and model not in smollm2.ALIASES
         tok_info = TokenizerInfo(
-            name=model_id, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            name=model_id if from_cache else str(path), source_id=model_id, vocab_size=len(tok),
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            cls_token_id=getattr(tok, "cls_token_id", None), sep_token_id=getattr(tok, "sep_token_id", None),
         )
     return LoadedModel(net, tok, proc, info, tok_info, dev, image_size)
 
