@@ -38,6 +38,13 @@ def extract(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address; default: embedded local Ray"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    prepend_bos: Optional[bool] = typer.Option(
+        None, "--prepend-bos/--no-prepend-bos",
+        help="insert BOS ([CLS] for BERT-style tokenizers) at each context start; default: auto, yes when the tokenizer has one"),
+    drop_tokens: Optional[str] = typer.Option(
+        None, help="inserted tokens that get no rows: comma list of bos, eos, pad, or 'none' [default: bos,pad]"),
+    nonfinite: Optional[str] = typer.Option(
+        None, help="inf/NaN activations: error (default), warn (store and count) or clamp"),
 ) -> None:
     """Extract activations (no arguments: the built-in demo).  Re-running an interrupted job resumes it."""
     from actlake.schemas.job import load_job
@@ -48,7 +55,7 @@ def extract(
         config, model=model, hooks=hooks, data=data, out=out_uri, max_tokens=max_tokens, max_images=max_images,
         context_len=context_len, batch_size=batch_size, dtype=dtype, compression=compression,
         fragment_tokens=fragment_tokens, chunk_rows=chunk_rows, num_workers=num_workers, device=device,
-        progress=None if progress else False,
+        progress=None if progress else False, prepend_bos=prepend_bos, drop_tokens=drop_tokens, nonfinite=nonfinite,
     )
     if is_demo:
         err.print(f"[bold]demo[/]: {job.model} on the Python standard library sources "
