@@ -21,7 +21,9 @@ DropToken = Literal["bos", "eos", "pad"]
 NonFinitePolicy = Literal["error", "warn", "clamp"]
 
 # Fields that do not change the dataset's content; a resumed job may change them freely.
-RUNTIME_FIELDS = frozenset({"batch_size", "num_workers", "device", "progress"})
+# ``nonfinite``: fragments committed under ``error`` hold no inf/NaN, so the fix the NonFiniteError
+# suggests (re-run with warn/clamp) resumes; counts are per fragment record.
+RUNTIME_FIELDS = frozenset({"batch_size", "num_workers", "device", "progress", "nonfinite"})
 
 
 def _dtype(v: Any) -> str:
