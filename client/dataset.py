@@ -181,6 +181,11 @@ class ActivationDataset:
         ids = raw.astype(np.int64)
         table = self._documents_table()
         have = table.column("doc_id").to_numpy()
+        if len(ids) and not len(have):
+            from actlake.schemas.errors import RowIdError
+
+            raise RowIdError("this dataset records no documents (written from arrays, or before documents "
+                             "tables existed); provenance doc_id is all it has")
         pos = np.searchsorted(have, ids)
         ok = (pos < len(have)) & (have[np.minimum(pos, max(len(have) - 1, 0))] == ids) if len(have) else np.zeros(len(ids), bool)
         if not ok.all():
