@@ -97,7 +97,9 @@ def test_fp16_overflow_is_an_error_by_default_and_nothing_is_written(tmp_path):
     with pytest.raises(NonFiniteError, match="bf16"):
         write_fragment(store, "fragments/u0-a", {"h": stored}, _prov(2), {"h": _info("float16")}, 16, nonfinite="error")
     assert not (tmp_path / "fragments").exists()
-    rec = write_fragment(store, "fragments/u0-b", {"h": stored}, _prov(2), {"h": _info("float16")}, 16, nonfinite="warn")
+    with pytest.warns(UserWarning, match="inf/NaN"):
+        rec = write_fragment(store, "fragments/u0-b", {"h": stored}, _prov(2), {"h": _info("float16")}, 16,
+                             nonfinite="warn")
     assert rec.nonfinite == {"h": 3}
     clamped, n = apply_nonfinite_policy("h", stored, "float16", "clamp")
     assert n == 3 and np.isfinite(clamped).all()
