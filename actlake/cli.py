@@ -42,7 +42,7 @@ def extract(
         None, "--prepend-bos/--no-prepend-bos",
         help="insert BOS ([CLS] for BERT-style tokenizers) at each context start; default: auto, yes when the tokenizer has one"),
     drop_tokens: Optional[str] = typer.Option(
-        None, help="inserted tokens that get no rows: comma list of bos, eos, pad, or 'none' [default: bos,pad]"),
+        None, help="inserted tokens that get no rows: comma list of bos, eos, pad, or 'none'; default: bos,pad"),
     nonfinite: Optional[str] = typer.Option(
         None, help="inf/NaN activations: error (default), warn (store and count) or clamp"),
 ) -> None:
