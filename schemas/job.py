@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from actlake.schemas.errors import ActlakeError, format_validation_error
+from actlake.schemas.errors import ActlakeError, JobSpecError, format_validation_error
 from actlake.schemas.hooks import HookSpec, parse_hooks
 from actlake.schemas.sources import SourceSpec
 
@@ -49,7 +49,8 @@ class JobSpec(BaseModel):
     compression: Literal["none", "zstd"] = "none"
     prepend_bos: bool = True
     drop_tokens: list[DropToken] = Field(default_factory=lambda: ["bos", "pad"])
-    fragment_tokens: int = Field(65536, ge=16, description="rows per fragment, approximately")
+    fragment_tokens: int = Field(65536, ge=16,
+                                 description="model input tokens per fragment, approximately (rows: the tokens kept)")
     chunk_rows: int = Field(8192, ge=16)
     shuffle_rows: bool = Field(True, description="write-time shuffle of rows inside each fragment")
     seed: int = 0
@@ -89,9 +90,12 @@ def load_job(path: str | Path | None = None, **overrides: Any) -> JobSpec:
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.exists():
-            raise ActlakeError(f"job file not found: {p}")
-        text = p.read_text()
+        if not p.is_file():
+            raise JobSpecError(f"job file {'is a folder, not a file' if p.is_dir() else 'not found'}: {p}")
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise JobSpecError(f"cannot read job file {p}: {e}") from None
         try:
             raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
         except (yaml.YAMLError, json.JSONDecodeError) as e:
