@@ -17,7 +17,7 @@ from actlake.schemas.errors import ActlakeError  # noqa: E402
 from actlake.schemas.job import JobSpec  # noqa: E402
 
 
-def extract(job: "JobSpec | dict[str, Any] | str", address: str | None = None,
+def extract(job: JobSpec | dict[str, Any] | str, address: str | None = None,
             storage_options: dict[str, Any] | None = None) -> str:
     """Run (or resume) an extraction job on Ray and return the dataset URI.
 

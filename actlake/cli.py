@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -44,34 +43,34 @@ def snippet(uri: str, num_rows: int, hook: str | None = None) -> str:
 
 @app.command()
 def extract(
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="job YAML/JSON file (same fields as the flags)",
+    config: str | None = typer.Option(None, "--config", "-c", help="job YAML/JSON file (same fields as the flags)",
                                          show_default="none"),
-    model: Optional[str] = typer.Option(None, help="HF id (offline cache), local model dir, or smollm2-135m",
+    model: str | None = typer.Option(None, help="HF id (offline cache), local model dir, or smollm2-135m",
                                         show_default="demo: smollm2-135m"),
-    hooks: Optional[str] = typer.Option(None, help="comma-separated module paths, '*' wildcards, ':input' suffix",
+    hooks: str | None = typer.Option(None, help="comma-separated module paths, '*' wildcards, ':input' suffix",
                                         show_default="demo hooks"),
-    data: Optional[str] = typer.Option(None, help="text file/dir/glob, .jsonl, .parquet, image folder, or 'stdlib'",
+    data: str | None = typer.Option(None, help="text file/dir/glob, .jsonl, .parquet, image folder, or 'stdlib'",
                                        show_default="demo: stdlib"),
-    out_uri: Optional[str] = typer.Option(None, "--out", help="dataset URI (path, s3://, gs://)",
+    out_uri: str | None = typer.Option(None, "--out", help="dataset URI (path, s3://, gs://)",
                                           show_default="demo: ./actlake-data/demo"),
-    max_tokens: Optional[int] = typer.Option(None, help="model input tokens to process (text); none = whole source",
+    max_tokens: int | None = typer.Option(None, help="model input tokens to process (text); none = whole source",
                                              show_default=_default("max_tokens")),
-    max_images: Optional[int] = typer.Option(None, help="images to process (vision); none = whole source",
+    max_images: int | None = typer.Option(None, help="images to process (vision); none = whole source",
                                              show_default=_default("max_images")),
-    context_len: Optional[int] = typer.Option(None, help="tokens per model context (at most the model's positions)",
+    context_len: int | None = typer.Option(None, help="tokens per model context (at most the model's positions)",
                                               show_default=_default("context_len")),
-    batch_size: Optional[int] = typer.Option(None, help="contexts or images per forward pass",
+    batch_size: int | None = typer.Option(None, help="contexts or images per forward pass",
                                              show_default=_default("batch_size")),
-    dtype: Optional[str] = typer.Option(None, help="storage dtype: bf16, fp16 or fp32", show_default=_default("dtype")),
-    compression: Optional[str] = typer.Option(None, help="none or zstd (byte-shuffle + zstd)",
+    dtype: str | None = typer.Option(None, help="storage dtype: bf16, fp16 or fp32", show_default=_default("dtype")),
+    compression: str | None = typer.Option(None, help="none or zstd (byte-shuffle + zstd)",
                                               show_default=_default("compression")),
-    fragment_tokens: Optional[int] = typer.Option(
+    fragment_tokens: int | None = typer.Option(
         None, help="model input tokens per fragment, approximately (a fragment's rows are the tokens kept from them)",
         show_default=_default("fragment_tokens")),
-    chunk_rows: Optional[int] = typer.Option(None, help="rows per zarr chunk", show_default=_default("chunk_rows")),
-    num_workers: Optional[int] = typer.Option(None, help="model workers", show_default="one per GPU, else 1"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1 ...", show_default=_default("device")),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (HOST:PORT, ray://…, auto)",
+    chunk_rows: int | None = typer.Option(None, help="rows per zarr chunk", show_default=_default("chunk_rows")),
+    num_workers: int | None = typer.Option(None, help="model workers", show_default="one per GPU, else 1"),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:1 ...", show_default=_default("device")),
+    address: str | None = typer.Option(None, help="Ray cluster address (HOST:PORT, ray://…, auto)",
                                           show_default="a private embedded Ray on 127.0.0.2"),
     overwrite: bool = typer.Option(False, "--overwrite", help="delete an existing actlake dataset at --out first",
                                    show_default="off"),

@@ -18,7 +18,8 @@ import argparse
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn

@@ -1,6 +1,7 @@
 """Connecting to Ray: a private embedded single-node cluster on a loopback address, or a real cluster."""
 from __future__ import annotations
 
+import logging
 import os
 
 from actlake.schemas.errors import ClusterError
@@ -30,7 +31,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     if address:
         try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
             raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {_first_line(e)}") from None
         return False
@@ -42,7 +43,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
             _node_ip_address=os.environ.get("ACTLAKE_RAY_NODE_IP", EMBEDDED_NODE_IP),
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
             log_to_driver=True,
             configure_logging=True,
         )

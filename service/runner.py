@@ -12,11 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from actlake.schemas.errors import ClusterError, StoreLocationError
 from actlake.schemas.job import JobSpec
 from actlake.schemas.manifest import Manifest
+from actlake.service.cluster import ensure_ray
+from actlake.service.preflight import Preflight, check_cluster_device, preflight
 from actlake.store import layout
 from actlake.store.fs import StoreFS, open_store
 from actlake.store.manifest_io import write_manifest
-from actlake.service.cluster import ensure_ray
-from actlake.service.preflight import Preflight, check_cluster_device, preflight
 from actlake.workers.sources import list_images
 
 TEXT_PROVENANCE = ["row_id", "doc_id", "context_id", "context_pos", "doc_pos", "token_id"]
@@ -162,7 +162,8 @@ def _run(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | N
                     requeued = ray.get(coord.release.remote(f"w{i}"))
                     restarts += 1
                     if restarts > MAX_RESTARTS_PER_WORKER * n_workers:
-                        raise ClusterError("too many worker failures; committed fragments are kept, re-run to resume")
+                        raise ClusterError("too many worker failures; committed fragments are kept, "
+                                           "re-run to resume") from None
                     console.print(f"[yellow]worker w{i} died[/]; {requeued} unit(s) re-queued, restarting it")
                     nw, d = spawn(i)
                     ray.get(d)
@@ -184,7 +185,8 @@ def _run(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | N
     elapsed = time.time() - t0
     console.print(
         f"[green]done[/]: {result['num_rows']:,} rows in {result['num_fragments']} fragments "
-        f"({p['tokens_done']:,} {unit} this run in {elapsed:.1f}s, {p['tokens_done'] / max(elapsed, 1e-9):,.0f} {unit}/s; "
+        f"({p['tokens_done']:,} {unit} this run in {elapsed:.1f}s, "
+        f"{p['tokens_done'] / max(elapsed, 1e-9):,.0f} {unit}/s; "
         f"{p['units_skipped']} unit(s) already committed) → {job.out}"
     )
     return job.out

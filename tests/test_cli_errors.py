@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 import torch
+from stores import make_store
+from test_bad_input import assert_one_error, extract_args, run
 
 import actlake
 from actlake.schemas.errors import JobSpecError, ModelError, StoreDamagedError, StoreLocationError
 from actlake.service.preflight import position_limit
-from stores import make_store
-from test_bad_input import assert_one_error, extract_args, run
 
 
 def job(model, data, out, **kw) -> dict:
@@ -134,7 +134,7 @@ def test_garbled_commit_log_is_store_damaged(tmp_path, damage):
         (tmp_path / "s" / "_commits" / "_last_checkpoint.json").unlink()
     target.write_text('{"version": 1, "fragm')
     with pytest.raises(StoreDamagedError):
-        actlake.open_dataset(uri).num_rows
+        _ = actlake.open_dataset(uri).num_rows
     assert_one_error(run("info", uri), "damaged")
 
 
@@ -164,8 +164,8 @@ def test_committed_location_needs_overwrite(ray_local, tmp_path, tiny_gpt2, text
     assert sorted(p.name for p in (out / "_commits").iterdir()) == commits
     with pytest.raises(StoreLocationError):
         actlake.extract(job(tiny_gpt2, text_corpus, out))
-    from actlake.service.runner import run_job
     from actlake.schemas.job import parse_job
+    from actlake.service.runner import run_job
 
     run_job(parse_job(job(tiny_gpt2, text_corpus, out)), overwrite=True)
     ds = actlake.open_dataset(str(out))
@@ -196,8 +196,9 @@ def test_resume_through_any_spelling_and_a_copy(ray_local, tmp_path, tiny_gpt2, 
     m["status"], m["num_rows"], m["num_fragments"] = "writing", None, None
     (copy / "actlake.json").write_text(json.dumps(m))
     monkeypatch.chdir(tmp_path)
-    actlake.extract(job(tiny_gpt2, text_corpus, "./copied/", fragment_tokens=64))  # relative, trailing slash, another folder
+    # relative, with a trailing slash, another folder than the one the job was started in
+    actlake.extract(job(tiny_gpt2, text_corpus, "./copied/", fragment_tokens=64))
     resumed = actlake.open_dataset(str(copy))
     assert resumed.manifest.status == "complete" and resumed.num_rows == want
-    for spelling in (str(out) + "/", "o", f"{tmp_path}/./o"):
-        assert actlake.extract(job(tiny_gpt2, text_corpus, spelling, fragment_tokens=64)) == spelling  # already complete
+    for spelling in (str(out) + "/", "o", f"{tmp_path}/./o"):  # already complete: nothing to do, no refusal
+        assert actlake.extract(job(tiny_gpt2, text_corpus, spelling, fragment_tokens=64)) == spelling
