@@ -202,3 +202,66 @@ def test_resume_through_any_spelling_and_a_copy(ray_local, tmp_path, tiny_gpt2, 
     assert resumed.manifest.status == "complete" and resumed.num_rows == want
     for spelling in (str(out) + "/", "o", f"{tmp_path}/./o"):  # already complete: nothing to do, no refusal
         assert actlake.extract(job(tiny_gpt2, text_corpus, spelling, fragment_tokens=64)) == spelling
+
+
+# ---- Ray-wrapped errors reach the caller as their own type ------------------------------------------------
+def test_worker_errors_are_unwrapped(ray_local):
+    from ray.exceptions import RayError, RayTaskError
+
+    from actlake.schemas.errors import HookError
+    from actlake.service.runner import _unwrap
+
+    @ray_local.remote
+    def fail(kind: str):
+        if kind == "damaged":
+            raise StoreDamagedError("fragments/x/acts/h/c/0", "checksum mismatch")
+        if kind == "hook":
+            raise HookError("unknown hook 'x'")
+        raise ZeroDivisionError("boom")
+
+    for kind, cls in (("damaged", StoreDamagedError), ("hook", HookError), ("other", ZeroDivisionError)):
+        with pytest.raises(RayTaskError) as info:
+            ray_local.get(fail.remote(kind))
+        e = _unwrap(info.value)
+        assert type(e) is cls and not isinstance(e, RayError)
+    e = _unwrap(_raised(ray_local, fail.remote("damaged")))
+    assert (e.path, e.problem) == ("fragments/x/acts/h/c/0", "checksum mismatch")
+
+
+def _raised(ray, ref):
+    try:
+        ray.get(ref)
+    except Exception as e:  # noqa: BLE001 - the wrapped exception is the value under test
+        return e
+    raise AssertionError("no exception")
+
+
+def test_unknown_hook_from_the_worker_is_not_a_ray_error(ray_local, tmp_path, tiny_gpt2, text_corpus):
+    from ray.exceptions import RayError
+
+    with pytest.raises(actlake.ActlakeError) as info:
+        actlake.extract({**job(tiny_gpt2, text_corpus, tmp_path / "o"), "hooks": ["transformer.h.9"]})
+    assert not isinstance(info.value, RayError)
+    assert_nothing_written(tmp_path / "o")
+
+
+# ---- C21: --help shows a default for every option, taken from JobSpec ---------------------------------
+def test_help_shows_every_default_from_the_job_spec():
+    import click
+    from typer.main import get_command
+
+    from actlake.cli import app
+    from actlake.schemas.job import JobSpec
+
+    group = get_command(app)
+    for name in group.list_commands(None):  # type: ignore[arg-type]
+        cmd = group.get_command(None, name)  # type: ignore[arg-type]
+        ctx = click.Context(cmd)
+        for p in cmd.get_params(ctx):
+            if isinstance(p, click.Option) and p.name != "help":
+                record = p.get_help_record(ctx)
+                assert record and "default:" in record[1], (name, p.name, record)
+    help_text = run("extract", "--help").stdout
+    for field in ("context_len", "batch_size", "fragment_tokens", "chunk_rows"):
+        assert f"[default: ({JobSpec.model_fields[field].default})]" in help_text, field
+    assert "rows per fragment" not in help_text
