@@ -265,3 +265,15 @@ def test_help_shows_every_default_from_the_job_spec():
     for field in ("context_len", "batch_size", "fragment_tokens", "chunk_rows"):
         assert f"[default: ({JobSpec.model_fields[field].default})]" in help_text, field
     assert "rows per fragment" not in help_text
+
+
+@pytest.mark.parametrize("cmd", ["info", "verify"])
+def test_info_and_verify_on_a_file(tmp_path, cmd):
+    from actlake.schemas.errors import NotADatasetError
+
+    f = tmp_path / "notes.txt"
+    f.write_text("not a dataset")
+    res = run(cmd, str(f))
+    assert res.returncode != 0 and "Traceback" not in res.stderr and "not an actlake dataset" in res.stderr
+    with pytest.raises(NotADatasetError):
+        _ = actlake.open_dataset(str(f)).manifest
