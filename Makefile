@@ -8,11 +8,12 @@ export RAY_USAGE_STATS_ENABLED := 0
 # and a torch you installed yourself is left alone.
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: demo test bench install clean help
+.PHONY: demo test lint bench install clean help
 
 help:
 	@echo "make demo   - create .venv, install, extract the demo dataset into ./actlake-data/demo"
-	@echo "make test   - create/update .venv with dev extras, run the test suite"
+	@echo "make test   - create/update .venv with dev extras, run lint, then the test suite"
+	@echo "make lint   - ruff (E, F, I, B, UP) and pyright (basic) on schemas/ store/ client/"
 	@echo "make bench  - run the benchmarks in bench/ (separate .venv-bench for peers)"
 
 $(BIN)/python:
@@ -31,7 +32,20 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/actlake extract
 
-test: install
+# Lint and types on the layers under contract (configuration in pyproject.toml).
+# pyright cannot follow setuptools' package-dir mapping (actlake.store -> store/), so it resolves
+# `actlake.*` through a tree of links to the source folders (extraPaths in pyproject.toml).
+PYRIGHT_PATHS := build/pyright-paths/actlake
+$(PYRIGHT_PATHS): pyproject.toml
+	mkdir -p $@
+	ln -sfn ../../../actlake/__init__.py $@/__init__.py
+	for d in schemas store workers service client; do ln -sfn ../../../$$d $@/$$d; done
+
+lint: install $(PYRIGHT_PATHS)
+	$(BIN)/ruff check schemas store client
+	$(BIN)/pyright schemas store client
+
+test: lint
 	$(BIN)/python -m pytest -q -ra
 
 # Peers (SAELens, MosaicML streaming) live in .venv-bench (their pins conflict with .venv); if they

@@ -17,12 +17,19 @@ from actlake.schemas.errors import ActlakeError  # noqa: E402
 from actlake.schemas.job import JobSpec  # noqa: E402
 
 
-def extract(job: "JobSpec | dict[str, Any] | str", address: str | None = None,
-            storage_options: dict[str, Any] | None = None) -> str:
+def extract(job: JobSpec | dict[str, Any] | str, address: str | None = None,
+            storage_options: dict[str, Any] | None = None, overwrite: bool = False) -> str:
     """Run (or resume) an extraction job on Ray and return the dataset URI.
 
     ``job`` is a JobSpec, a dict of its fields, or a path to a YAML/JSON job file.  Without
-    ``address`` an embedded single-node Ray cluster is started on a loopback address."""
+    ``address`` a private single-node Ray cluster is started on a loopback address (never an existing
+    one).  ``overwrite`` deletes an existing actlake job dataset at the output location first.
+
+    Raises:
+        JobSpecError: a bad job file or field.  StoreLocationError: the location holds something else.
+        SourceError, ModelError, HookError: input the model cannot take, found before anything is written.
+        Any other ActlakeError raised inside a worker, as its own type.
+    """
     from actlake.schemas.job import load_job, parse_job
     from actlake.service.runner import run_job
 
@@ -30,7 +37,7 @@ def extract(job: "JobSpec | dict[str, Any] | str", address: str | None = None,
         job = load_job(job)
     elif isinstance(job, dict):
         job = parse_job(job)
-    return run_job(job, address=address, storage_options=storage_options)
+    return run_job(job, address=address, storage_options=storage_options, overwrite=overwrite)
 
 
 __all__ = ["open_dataset", "ActivationDataset", "extract", "JobSpec", "ActlakeError", "errors", "__version__"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -14,55 +13,129 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 out = Console()
 
-SNIPPET = """import actlake
-ds = actlake.open_dataset("{uri}")
-for batch in ds.batches(batch_size=4096, seed=0):  # {{hook: tensor[4096, d]}}"""
+DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+# Flags that change how a job runs, not what it writes: giving only these still runs the demo.
+RUNTIME_FLAGS = ("batch_size", "num_workers", "device", "progress")
+
+
+def _default(field: str) -> str:
+    """The JobSpec default of ``field`` as --help shows it (JobSpec is the single source of truth)."""
+    from actlake.schemas.job import JobSpec
+
+    v = JobSpec.model_fields[field].get_default(call_default_factory=True)
+    if v is None:
+        return "none"
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "none"
+    return DTYPE_SHORT.get(str(v), str(v))
+
+
+def snippet(uri: str, num_rows: int, hook: str | None = None) -> str:
+    """A Python snippet that opens ``uri`` and reads one shuffled batch; runs as printed."""
+    bs = 4096 if num_rows >= 4096 else max(1, 1 << max(0, num_rows.bit_length() - 1))
+    comment = f"  # {{{hook!r}: tensor[{bs}, d], ...}}" if hook else ""
+    return (f"import actlake\n"
+            f"ds = actlake.open_dataset({json.dumps(uri)})\n"
+            f"for batch in ds.batches(batch_size={bs}, seed=0):{comment}\n"
+            f"    print({{k: tuple(v.shape) for k, v in batch.items()}})\n"
+            f"    break\n")
 
 
 @app.command()
 def extract(
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="job YAML/JSON file"),
-    model: Optional[str] = typer.Option(None, help="HF id (offline cache), local model dir, or smollm2-135m"),
-    hooks: Optional[str] = typer.Option(None, help="comma-separated module paths, '*' wildcards, ':input' suffix"),
-    data: Optional[str] = typer.Option(None, help="text file/dir/glob, .jsonl, .parquet, image folder, or 'stdlib'"),
-    out_uri: Optional[str] = typer.Option(None, "--out", help="dataset URI (path, s3://, gs://)"),
-    max_tokens: Optional[int] = typer.Option(None, help="model input tokens to process (text)"),
-    max_images: Optional[int] = typer.Option(None, help="images to process (vision)"),
-    context_len: Optional[int] = typer.Option(None, help="tokens per model context"),
-    batch_size: Optional[int] = typer.Option(None, help="contexts or images per forward pass"),
-    dtype: Optional[str] = typer.Option(None, help="storage dtype: bf16, fp16 or fp32"),
-    compression: Optional[str] = typer.Option(None, help="none or zstd (byte-shuffle + zstd)"),
-    fragment_tokens: Optional[int] = typer.Option(None, help="rows per fragment (approximately)"),
-    chunk_rows: Optional[int] = typer.Option(None, help="rows per zarr chunk"),
-    num_workers: Optional[int] = typer.Option(None, help="model workers (default: one per GPU, else 1)"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address; default: embedded local Ray"),
+    config: str | None = typer.Option(None, "--config", "-c", help="job YAML/JSON file (same fields as the flags)",
+                                         show_default="none"),
+    model: str | None = typer.Option(None, help="HF id (offline cache), local model dir, or smollm2-135m",
+                                        show_default="demo: smollm2-135m"),
+    hooks: str | None = typer.Option(None, help="comma-separated module paths, '*' wildcards, ':input' suffix",
+                                        show_default="demo hooks"),
+    data: str | None = typer.Option(None, help="text file/dir/glob, .jsonl, .parquet, image folder, or 'stdlib'",
+                                       show_default="demo: stdlib"),
+    out_uri: str | None = typer.Option(None, "--out", help="dataset URI (path, s3://, gs://)",
+                                          show_default="demo: ./actlake-data/demo"),
+    max_tokens: int | None = typer.Option(None, help="model input tokens to process (text); none = whole source",
+                                             show_default=_default("max_tokens")),
+    max_images: int | None = typer.Option(None, help="images to process (vision); none = whole source",
+                                             show_default=_default("max_images")),
+    context_len: int | None = typer.Option(None, help="tokens per model context (at most the model's positions)",
+                                              show_default=_default("context_len")),
+    batch_size: int | None = typer.Option(None, help="contexts or images per forward pass",
+                                             show_default=_default("batch_size")),
+    dtype: str | None = typer.Option(None, help="storage dtype: bf16, fp16 or fp32", show_default=_default("dtype")),
+    compression: str | None = typer.Option(None, help="none or zstd (byte-shuffle + zstd)",
+                                              show_default=_default("compression")),
+    fragment_tokens: int | None = typer.Option(
+        None, help="model input tokens per fragment, approximately (a fragment's rows are the tokens kept from them)",
+        show_default=_default("fragment_tokens")),
+    chunk_rows: int | None = typer.Option(None, help="rows per zarr chunk", show_default=_default("chunk_rows")),
+    num_workers: int | None = typer.Option(None, help="model workers", show_default="one per GPU, else 1"),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:1 ...", show_default=_default("device")),
+    address: str | None = typer.Option(None, help="Ray cluster address (HOST:PORT, ray://…, auto)",
+                                          show_default="a private embedded Ray on 127.0.0.2"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="delete an existing actlake dataset at --out first",
+                                   show_default="off"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
-    prepend_bos: Optional[bool] = typer.Option(
+    prepend_bos: bool | None = typer.Option(
         None, "--prepend-bos/--no-prepend-bos",
-        help="insert BOS ([CLS] for BERT-style tokenizers) at each context start; default: auto, yes when the tokenizer has one"),
-    drop_tokens: Optional[str] = typer.Option(
-        None, help="inserted tokens that get no rows: comma list of bos, eos, pad, or 'none'; default: bos,pad"),
-    nonfinite: Optional[str] = typer.Option(
-        None, help="inf/NaN activations: error (default), warn (store and count) or clamp"),
+        help="insert BOS ([CLS] for BERT-style tokenizers) at each context start",
+        show_default="auto: yes when the tokenizer has one"),
+    drop_tokens: str | None = typer.Option(
+        None, help="inserted tokens that get no rows: comma list of bos, eos, pad, or 'none'",
+        show_default="bos,pad"),
+    nonfinite: str | None = typer.Option(
+        None, help="inf/NaN activations: error (NonFiniteError), warn (store and count) or clamp",
+        show_default=_default("nonfinite")),
 ) -> None:
-    """Extract activations (no arguments: the built-in demo).  Re-running an interrupted job resumes it."""
-    from actlake.schemas.job import load_job
+    """Extract activations.  With no --config/--model/--hooks/--data/--out it runs the built-in demo
+    (other flags apply to it).  Re-running an interrupted job resumes it; a job that failed before its
+    first commit can be re-run with corrected flags into the same --out."""
+    from actlake.schemas.job import DEMO_JOB, load_job, parse_job
     from actlake.service.runner import run_job
 
+    flags = dict(max_tokens=max_tokens, max_images=max_images, context_len=context_len, batch_size=batch_size,
+                 dtype=dtype, compression=compression, fragment_tokens=fragment_tokens, chunk_rows=chunk_rows,
+                 num_workers=num_workers, device=device, progress=None if progress else False,
+                 prepend_bos=prepend_bos, drop_tokens=drop_tokens, nonfinite=nonfinite)
     is_demo = config is None and all(v is None for v in (model, hooks, data, out_uri))
-    job = load_job(
-        config, model=model, hooks=hooks, data=data, out=out_uri, max_tokens=max_tokens, max_images=max_images,
-        context_len=context_len, batch_size=batch_size, dtype=dtype, compression=compression,
-        fragment_tokens=fragment_tokens, chunk_rows=chunk_rows, num_workers=num_workers, device=device,
-        progress=None if progress else False, prepend_bos=prepend_bos, drop_tokens=drop_tokens, nonfinite=nonfinite,
-    )
     if is_demo:
+        job = parse_job({**DEMO_JOB, **{k: v for k, v in flags.items() if v is not None}})
         err.print(f"[bold]demo[/]: {job.model} on the Python standard library sources "
-                  f"({job.max_tokens:,} tokens, hooks {', '.join(h.name for h in job.hooks)}) → {job.out}")
-    uri = run_job(job, address=address)
+                  f"({job.max_tokens:,} tokens, hooks {', '.join(h.name for h in job.hooks)}) → {job.out}",
+                  highlight=False)
+    else:
+        job = load_job(config, model=model, hooks=hooks, data=data, out=out_uri, **flags)
+    uri = run_job(job, address=address, overwrite=overwrite)
     _print_info(uri)
-    out.print("\nStream it:\n" + SNIPPET.format(uri=uri), highlight=False)
+    import actlake
+
+    ds = actlake.open_dataset(uri)
+    out.print("\nStream it:", highlight=False)
+    out.print(snippet(uri, ds.num_rows, next(iter(ds.manifest.hooks), None)), highlight=False, markup=False)
+
+
+def _disk_bytes(ds) -> tuple[dict[str, int], int]:
+    """True bytes on storage of the committed fragments: per zarr array, and everything else."""
+    from actlake.store import layout
+
+    store = ds.store
+    committed = {f.path for f in ds.snapshot.fragments}
+    per_array: dict[str, int] = {}
+    other = 0
+    try:
+        found = store.fs.find(store.path(layout.FRAGMENTS), detail=True)
+    except FileNotFoundError:
+        return per_array, other
+    root = store.path(layout.FRAGMENTS).rstrip("/") + "/"
+    for path, st in found.items():
+        parts = path[len(root):].split("/") if path.startswith(root) else []
+        if not parts or f"{layout.FRAGMENTS}/{parts[0]}" not in committed:
+            continue
+        size = int(st.get("size") or 0)
+        if len(parts) >= 3 and parts[1] == layout.ACTS:
+            per_array[parts[2]] = per_array.get(parts[2], 0) + size
+        else:
+            other += size
+    return per_array, other
 
 
 def _print_info(uri: str) -> None:
@@ -70,15 +143,47 @@ def _print_info(uri: str) -> None:
 
     ds = actlake.open_dataset(uri)
     m = ds.manifest
+    disk, other = _disk_bytes(ds)
     t = Table(title=f"{uri}  ({m.status})", show_header=True)
-    for c in ("hook", "shape", "dtype", "codec", "size"):
+    for c in ("hook", "shape", "dtype", "codec", "values", "on disk"):
         t.add_column(c)
     for name, h in m.hooks.items():
-        t.add_row(name, "×".join(map(str, h.shape)), h.dtype, h.codec, _human(h.row_bytes * ds.num_rows))
+        t.add_row(name, "×".join(map(str, h.shape)), h.dtype, h.codec, _human(h.row_bytes * ds.num_rows),
+                  _human(disk.get(h.array, 0)))
     out.print(t)
     out.print(f"model {m.model.id} ({m.model.architecture}, {m.model.kind}); rows {ds.num_rows:,}; "
               f"fragments {len(ds.snapshot.fragments)}; chunk rows {m.chunk_rows}; "
-              f"write-time row shuffle {'on' if m.row_shuffle else 'off'}")
+              f"write-time row shuffle {'on' if m.row_shuffle else 'off'}; "
+              f"on disk {_human(sum(disk.values()) + other)} (provenance and checksums {_human(other)})",
+              highlight=False)
+    if m.tokenizer is not None:
+        tk = m.tokenizer
+        line = (f"tokenizer {tk.name} (vocab {tk.vocab_size:,}; bos {tk.bos_token_id}, eos {tk.eos_token_id}, "
+                f"pad {tk.pad_token_id})")
+        if m.job is not None:
+            line += (f"; context {m.job.context_len}; prepend bos {'yes' if m.job.prepend_bos else 'no'}; "
+                     f"rows dropped for {', '.join(m.job.drop_tokens) or 'no'} tokens")
+        out.print(line, highlight=False, markup=False)
+    nonfinite = _nonfinite(m.model_dump(mode="json"))
+    if nonfinite:
+        out.print("non-finite values: " + "; ".join(f"{k} {v}" for k, v in nonfinite.items()),
+                  highlight=False, markup=False)
+
+
+def _nonfinite(d: dict, prefix: str = "") -> dict[str, object]:
+    """Every non-zero manifest entry whose key names non-finite counts (nonfinite*, non_finite*)."""
+    found: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            if "finite" in k.replace("_", "").lower() and not any(isinstance(x, dict) for x in v.values()):
+                if any(v.values()):
+                    found[key] = v
+            else:
+                found.update(_nonfinite(v, key + "."))
+        elif "nonfinite" in k.replace("_", "").lower() and v:
+            found[key] = v
+    return found
 
 
 def _human(n: float) -> str:
@@ -91,7 +196,8 @@ def _human(n: float) -> str:
 
 @app.command()
 def info(uri: str = typer.Argument(..., help="dataset URI"),
-         as_json: bool = typer.Option(False, "--json", help="print the manifest and row count as JSON")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="print the manifest and row count as JSON",
+                                      show_default="off")) -> None:
     """Show what a dataset holds: model, hooks, rows, fragments."""
     if as_json:
         import actlake
@@ -135,15 +241,32 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
 
 
 def main() -> None:
+    """Console entry point: every ActlakeError is one ``error:`` line (exit 2); any other exception too
+    (exit 1, named as unexpected; ``ACTLAKE_DEBUG=1`` shows its traceback)."""
+    import os
+
+    from rich.text import Text
+
     from actlake.schemas.errors import ActlakeError
 
     try:
         app()
     except ActlakeError as e:
-        err.print(f"[red]error[/]: {e}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error", "red"), f": {_one_line(e)}"), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:
+        if os.environ.get("ACTLAKE_DEBUG"):
+            raise
+        err.print(Text.assemble(("error", "red"), f": unexpected {type(e).__name__}: {_one_line(e)} "
+                                "(please report it; ACTLAKE_DEBUG=1 shows the traceback)"),
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Train a sparse autoencoder (TopK, or ReLU + L1) on one hook of an actlake dataset.
 
-    python examples/train_sae.py ./actlake-data/demo --hook model.layers.12 --steps 2000 \
+    python examples/train_sae.py ./actlake-data/demo --hook model.layers.9 --steps 2000 \
         --checkpoint runs/sae.pt          # re-running the same command resumes from runs/sae.pt
+
+(``./actlake-data/demo`` is what ``actlake extract`` with no arguments writes; its hooks are
+``model.layers.9`` and ``model.layers.6.mlp.down_proj:input``.)
 
 It prints reconstruction MSE, normalized MSE (fraction of variance unexplained), L0 and the
 fraction of dead latents (never fired in the last --dead-window tokens).  The data stream's
@@ -15,7 +18,8 @@ import argparse
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -151,6 +155,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str
 
     def save() -> None:
         tmp = f"{cfg.checkpoint}.tmp"
+        os.makedirs(os.path.dirname(os.path.abspath(cfg.checkpoint)), exist_ok=True)
         torch.save({"sae": sae.state_dict(), "opt": opt.state_dict(), "step": step, "epoch": epoch,
                     "stream": holder["stream"].state_dict(), "since_fired": since_fired.cpu(), "scale": scale,
                     "rng": torch.get_rng_state(), "config": dataclasses.asdict(cfg)}, tmp)

@@ -56,7 +56,7 @@ class JobSpec(BaseModel):
         default_factory=lambda: ["bos", "pad"], description="inserted tokens that get no rows (never document tokens)")
     nonfinite: NonFinitePolicy = Field(
         "error", description="inf/NaN activations: error (NonFiniteError), warn (store and count), clamp (to the dtype's range, NaN→0)")
-    fragment_tokens: int = Field(65536, ge=16, description="rows per fragment, approximately")
+    fragment_tokens: int = Field(65536, ge=16, description="model input tokens per fragment, approximately (rows: the tokens kept)")
     chunk_rows: int = Field(8192, ge=16)
     shuffle_rows: bool = Field(True, description="write-time shuffle of rows inside each fragment")
     seed: int = 0
@@ -103,9 +103,12 @@ def load_job(path: str | Path | None = None, **overrides: Any) -> JobSpec:
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.exists():
-            raise JobSpecError(f"job file not found: {p}")
-        text = p.read_text()
+        if not p.is_file():
+            raise JobSpecError(f"job file {'is a folder, not a file' if p.is_dir() else 'not found'}: {p}")
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise JobSpecError(f"cannot read job file {p}: {e}") from None
         try:
             raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
         except (yaml.YAMLError, json.JSONDecodeError) as e:

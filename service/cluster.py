@@ -1,32 +1,56 @@
-"""Connecting to Ray: an embedded single-node cluster on a loopback address, or a real cluster."""
+"""Connecting to Ray: a private embedded single-node cluster on a loopback address, or a real cluster."""
 from __future__ import annotations
 
+import logging
 import os
+
+from actlake.schemas.errors import ClusterError
 
 EMBEDDED_NODE_IP = "127.0.0.2"
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Initialise Ray once.  Returns True if this call started an embedded cluster.
+    """Initialise Ray once in this process.  Returns True if this call started an embedded cluster.
 
-    Embedded: binds to 127.0.0.2 (Ray rewrites 127.0.0.1 to the machine's public address) with token
-    auth disabled, so nothing leaves the machine.  ``address`` (``ray://`` or ``HOST:PORT`` or
-    ``auto``) joins an existing cluster, which keeps whatever auth mode it was started with."""
+    Embedded (``address`` None): always a **new private** cluster (``ray.init(address="local")``), even
+    when ``RAY_ADDRESS`` is set or another cluster runs (or ran: Ray leaves its address file,
+    ``$RAY_TMPDIR/ray_current_cluster``, behind) on this machine; a user's cluster is never joined,
+    stopped or reconfigured, and several jobs on one machine each get their own.  It binds to
+    127.0.0.2 (Ray rewrites 127.0.0.1 to the machine's public address; override with
+    ``ACTLAKE_RAY_NODE_IP``) with token auth disabled, so nothing leaves the machine.
+
+    ``address`` (``ray://…``, ``HOST:PORT`` or ``auto``) joins an existing cluster, which keeps whatever
+    auth mode it was started with.
+
+    Raises:
+        ClusterError: the cluster at ``address`` cannot be reached, or the embedded one cannot start.
+    """
     import ray
 
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+            raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {_first_line(e)}") from None
         return False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(
-        _node_ip_address=os.environ.get("ACTLAKE_RAY_NODE_IP", EMBEDDED_NODE_IP),
-        num_cpus=num_cpus or os.cpu_count(),
-        include_dashboard=False,
-        logging_level="WARNING",
-        log_to_driver=True,
-        configure_logging=True,
-    )
+    try:
+        ray.init(
+            address="local",
+            _node_ip_address=os.environ.get("ACTLAKE_RAY_NODE_IP", EMBEDDED_NODE_IP),
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            configure_logging=True,
+        )
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        raise ClusterError(f"cannot start the embedded Ray cluster: {_first_line(e)}") from None
     return True
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

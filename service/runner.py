@@ -9,14 +9,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import ClusterError, StoreLocationError
 from actlake.schemas.job import JobSpec
 from actlake.schemas.manifest import Manifest
+from actlake.service.cluster import ensure_ray
+from actlake.service.preflight import Preflight, check_cluster_device, preflight
 from actlake.store import layout
 from actlake.store.fs import StoreFS, open_store
-from actlake.store.manifest_io import read_manifest, write_manifest
-from actlake.service.cluster import ensure_ray
-from actlake.workers.sources import iter_docs, list_images
+from actlake.store.manifest_io import write_manifest
+from actlake.workers.sources import list_images
 
 TEXT_PROVENANCE = ["row_id", "doc_id", "context_id", "context_pos", "doc_pos", "token_id"]
 VISION_PROVENANCE = ["row_id", "doc_id", "image_id", "context_id", "context_pos", "patch_row", "patch_col",
@@ -25,50 +26,35 @@ MAX_RESTARTS_PER_WORKER = 3
 
 
 def _unwrap(e: BaseException) -> BaseException:
-    """Ray wraps remote exceptions; surface the user-facing ActlakeError inside, if any."""
-    cause = getattr(e, "cause", None)
-    return cause if isinstance(cause, ActlakeError) else e
+    """Ray wraps remote exceptions (``RayTaskError``, ``ActorDiedError`` of a failed constructor); return
+    the original exception raised in the worker (typed ActlakeError or not), or ``e`` if none is held."""
+    seen = 0
+    while seen < 8:
+        cause = getattr(e, "cause", None)
+        if not isinstance(cause, BaseException) or cause is e:
+            return e
+        e, seen = cause, seen + 1
+    return e
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if a.get(k) != b.get(k):
-            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-                out += _diff(a[k], b[k], f"{prefix}{k}.")
-            else:
-                out.append(f"{prefix}{k} (stored {b.get(k)!r}, requested {a.get(k)!r})")
-    return out
-
-
-def preflight(job: JobSpec, store: StoreFS) -> tuple[Manifest | None, str | None]:
-    """Everything checkable before Ray starts.  Returns (existing manifest, probe image path)."""
-    existing = None
-    if store.exists(layout.MANIFEST):
-        existing = read_manifest(store)
-        if existing.job is None:
-            raise ActlakeError(f"{job.out} holds a dataset not written by an extraction job; choose a new location")
-        diffs = _diff(job.identity(), existing.job.identity())
-        if diffs:
-            raise ActlakeError(f"{job.out} already holds a dataset from a different job spec: {'; '.join(diffs)}")
-    elif store.exists("") and store.listdir(""):
-        raise ActlakeError(f"{job.out} exists and is not an actlake dataset; choose an empty or new location")
-    probe = None
-    if job.is_vision:
-        images = list_images(job.data)
-        if not images:
-            raise ActlakeError(f"source is empty: no images under {job.data.path}")
-        probe = images[0].path
-    elif next(iter_docs(job.data), None) is None:
-        raise ActlakeError(f"source is empty: no text documents in {job.data.path or job.data.type}")
-    return existing, probe
+def _clear(store: StoreFS) -> None:
+    """Delete an actlake job dataset (fragments, then the commit log, the manifest last)."""
+    for rel in (layout.FRAGMENTS, layout.COMMITS, layout.MANIFEST):
+        if store.exists(rel):
+            store.fs.rm(store.path(rel), recursive=True)
 
 
 def _plan_workers(job: JobSpec) -> tuple[int, dict[str, Any], int]:
+    """(workers, Ray resources per worker, torch threads per CPU worker) for the connected cluster.
+
+    Raises:
+        JobSpecError: ``--device cuda…`` on a cluster without GPUs.
+    """
     import ray
 
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
+    check_cluster_device(job, gpus)
     if gpus and (job.device == "auto" or job.device.startswith("cuda")):
         n = job.num_workers or max(gpus, 1)
         return n, {"num_gpus": 1, "num_cpus": 1}, 0
@@ -79,16 +65,28 @@ def _plan_workers(job: JobSpec) -> tuple[int, dict[str, Any], int]:
 
 
 def run_job(job: JobSpec, address: str | None = None, storage_options: dict | None = None,
-            console: Console | None = None) -> str:
+            console: Console | None = None, overwrite: bool = False) -> str:
+    """Run or resume ``job`` and return its output URI.
+
+    Every check that needs no model runs first (``service/preflight.py``); the hook probe runs in the
+    first worker; only then is the manifest written.  A location whose earlier attempt committed nothing
+    is reused; ``overwrite`` deletes an existing actlake job dataset at ``job.out`` (after the model and
+    hooks are known to work) and starts again.
+
+    Raises:
+        StoreLocationError, StoreDamagedError, SourceError, ModelError, HookError, JobSpecError,
+        ClusterError: bad input, found before anything is written.
+        ActlakeError (any subclass) raised inside a worker, re-raised as its own type.
+    """
     console = console or Console(stderr=True)
     store = open_store(job.out, storage_options)
-    existing, probe = preflight(job, store)
-    if existing is not None and existing.status == "complete":
-        console.print(f"[green]{job.out} is already complete[/] ({existing.num_rows:,} rows); nothing to do")
+    pre = preflight(job, store, address=address, overwrite=overwrite)
+    if pre.existing is not None and pre.existing.status == "complete":
+        console.print(f"[green]{job.out} is already complete[/] ({pre.existing.num_rows:,} rows); nothing to do")
         return job.out
     started = ensure_ray(address)
     try:
-        return _run(job, store, existing, probe, storage_options, console)
+        return _run(job, store, pre, storage_options, console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: committed fragments are kept; re-run the same command to resume")
         raise
@@ -99,20 +97,20 @@ def run_job(job: JobSpec, address: str | None = None, storage_options: dict | No
             ray.shutdown()
 
 
-def _run(job: JobSpec, store: StoreFS, existing: Manifest | None, probe: str | None,
-         storage_options: dict | None, console: Console) -> str:
+def _run(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | None, console: Console) -> str:
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
     from actlake.service.coordinator import Coordinator
     from actlake.workers.model_worker import ModelWorker
 
+    existing = pre.existing
     n_workers, resources, threads = _plan_workers(job)
     Worker = ray.remote(max_restarts=0)(ModelWorker).options(**resources)
 
     def spawn(i: int):
         w = Worker.remote(job, f"w{i}", storage_options, threads or None)
-        return w, w.describe.remote(probe)
+        return w, w.describe.remote(pre.probe_image)
 
     workers = [spawn(i) for i in range(n_workers)]
     try:
@@ -122,11 +120,17 @@ def _run(job: JobSpec, store: StoreFS, existing: Manifest | None, probe: str | N
         raise _unwrap(e) from None
     if existing is not None:
         if {k: v.model_dump() for k, v in infos.items()} != {k: v.model_dump() for k, v in existing.hooks.items()}:
-            raise ActlakeError(f"{job.out}: the model's hooks no longer match the stored dataset")
+            raise StoreLocationError(f"{job.out}: the model's hooks no longer match the stored dataset; "
+                                     "choose another --out or pass --overwrite")
         if existing.model.weights_sha256 and existing.model.weights_sha256 != model_info.weights_sha256:
-            raise ActlakeError(f"{job.out}: model weights differ from the ones the dataset was started with")
+            raise StoreLocationError(f"{job.out}: model weights differ from the ones the dataset was started with; "
+                                     "choose another --out or pass --overwrite")
         manifest = existing
     else:
+        if pre.replace:
+            if pre.committed:
+                console.print(f"[yellow]--overwrite[/]: deleting {pre.committed} committed fragment(s) at {job.out}")
+            _clear(store)
         manifest = Manifest(
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(), model=model_info, tokenizer=tok_info,
             hooks=infos, job=job, chunk_rows=job.chunk_rows, row_shuffle=job.shuffle_rows,
@@ -158,7 +162,8 @@ def _run(job: JobSpec, store: StoreFS, existing: Manifest | None, probe: str | N
                     requeued = ray.get(coord.release.remote(f"w{i}"))
                     restarts += 1
                     if restarts > MAX_RESTARTS_PER_WORKER * n_workers:
-                        raise ActlakeError("too many worker failures; committed fragments are kept, re-run to resume")
+                        raise ClusterError("too many worker failures; committed fragments are kept, "
+                                           "re-run to resume") from None
                     console.print(f"[yellow]worker w{i} died[/]; {requeued} unit(s) re-queued, restarting it")
                     nw, d = spawn(i)
                     ray.get(d)
@@ -180,7 +185,8 @@ def _run(job: JobSpec, store: StoreFS, existing: Manifest | None, probe: str | N
     elapsed = time.time() - t0
     console.print(
         f"[green]done[/]: {result['num_rows']:,} rows in {result['num_fragments']} fragments "
-        f"({p['tokens_done']:,} {unit} this run in {elapsed:.1f}s, {p['tokens_done'] / max(elapsed, 1e-9):,.0f} {unit}/s; "
+        f"({p['tokens_done']:,} {unit} this run in {elapsed:.1f}s, "
+        f"{p['tokens_done'] / max(elapsed, 1e-9):,.0f} {unit}/s; "
         f"{p['units_skipped']} unit(s) already committed) → {job.out}"
     )
     return job.out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import ValidationError
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import StoreDamagedError
 from actlake.schemas.fragment import Commit, FragmentRecord
 from actlake.store import layout
 from actlake.store.fs import StoreFS
@@ -79,10 +79,15 @@ class CommitLog:
         """Latest snapshot: last checkpoint + the commits after it, stopping at the first gap."""
         base_version, fragments = -1, []
         if self.store.exists(layout.LAST_CHECKPOINT):
-            ptr = self.store.read_json(layout.LAST_CHECKPOINT)
-            cp = self.store.read_json(layout.checkpoint_name(int(ptr["version"])))
-            base_version = int(cp["version"])
-            fragments = [FragmentRecord.model_validate(f) for f in cp["fragments"]]
+            name = layout.LAST_CHECKPOINT
+            try:
+                ptr = self.store.read_json(name)
+                name = layout.checkpoint_name(int(ptr["version"]))
+                cp = self.store.read_json(name)
+                base_version = int(cp["version"])
+                fragments = [FragmentRecord.model_validate(f) for f in cp["fragments"]]
+            except (ValueError, KeyError, TypeError, FileNotFoundError) as e:  # JSONDecodeError, ValidationError
+                raise StoreDamagedError(self.store.path(name), f"unreadable checkpoint ({type(e).__name__})") from None
         versions = sorted(
             int(n[:-5]) for n in self.store.listdir(layout.COMMITS)
             if n.endswith(".json") and n[:-5].isdigit() and int(n[:-5]) > base_version
@@ -98,8 +103,8 @@ class CommitLog:
             for p in paths:
                 try:
                     fragments.append(Commit.model_validate(json.loads(blobs[p])).fragment)
-                except (ValidationError, json.JSONDecodeError):
-                    raise ActlakeError(f"store is damaged: unreadable commit {p}") from None
+                except (ValidationError, json.JSONDecodeError, UnicodeDecodeError):
+                    raise StoreDamagedError(p, "unreadable commit") from None
         return Snapshot.of(base_version + len(want), fragments)
 
     def commit(self, record: FragmentRecord, snap: Snapshot) -> tuple[bool, Snapshot]:

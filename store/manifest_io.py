@@ -5,7 +5,7 @@ import json
 
 from pydantic import ValidationError
 
-from actlake.schemas.errors import ActlakeError, format_validation_error
+from actlake.schemas.errors import ActlakeError, NotADatasetError, format_validation_error
 from actlake.schemas.manifest import FORMAT_VERSION, Manifest
 from actlake.store import layout
 from actlake.store.fs import StoreFS
@@ -14,8 +14,8 @@ from actlake.store.fs import StoreFS
 def read_manifest(store: StoreFS) -> Manifest:
     try:
         raw = store.read_bytes(layout.MANIFEST)
-    except FileNotFoundError:
-        raise ActlakeError(f"not an actlake dataset (no {layout.MANIFEST}): {store.uri}") from None
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise NotADatasetError(f"not an actlake dataset (no {layout.MANIFEST}): {store.uri}") from None
     except PermissionError as e:
         raise ActlakeError(f"cannot read {store.uri}: {e}") from None
     try:
