@@ -175,16 +175,19 @@ def print_report(o: dict) -> None:
                 parts.append(f"{ref}: {a / r:.2f}x" + (f" [{pr:.2f}x]" if pr else "") + ok)
             print(f"  {mine} [{mode}] over\n      " + "\n      ".join(parts))
     if o["quality"]:
-        print("\nshuffle quality (per batch of %d; 'perfect' = exact expectation for a uniform permutation):" % o["batch_size"])
-        h = (f"{'loader':52} {'batches':>7} {'distinct ctx':>12} {'perfect':>9} {'ratio':>6} {'same-ctx pairs':>14} "
-             f"{'perfect':>9} {'frags/batch':>11}")
+        print("\nshuffle quality (per batch of %d; 'perfect' = exact expectation for a uniform permutation; "
+              "ratio = mean, min = worst batch, last10%% = mean of the epoch's last tenth):" % o["batch_size"])
+        h = (f"{'loader':52} {'batches':>7} {'distinct ctx':>12} {'perfect':>9} {'ratio':>6} {'min':>6} "
+             f"{'last10%':>7} {'same-ctx pairs':>14} {'perfect':>9} {'frags/batch':>11}")
         print(h + "\n" + "-" * len(h))
         for q in o["quality"]:
             if "error" in q:
                 print(f"{q['loader']:52} {q['error']}")
                 continue
             print(f"{q['loader']:52} {q['batches']:>7} {q['distinct_contexts']:>12,.1f} {q['distinct_contexts_perfect']:>9,.1f} "
-                  f"{q['distinct_ratio']:>6.3f} {q['same_context_pairs']:>14,.0f} {q['same_context_pairs_perfect']:>9,.1f} "
+                  f"{q['distinct_ratio']:>6.3f} {q.get('distinct_ratio_min', float('nan')):>6.3f} "
+                  f"{q.get('distinct_ratio_last10', float('nan')):>7.3f} "
+                  f"{q['same_context_pairs']:>14,.0f} {q['same_context_pairs_perfect']:>9,.1f} "
                   f"{q.get('fragments_per_batch', float('nan')):>11.1f}")
         for q in o["quality"]:
             if q.get("note"):

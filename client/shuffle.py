@@ -222,7 +222,7 @@ def num_batches(stream_rows: int, batch_size: int, drop_last: bool) -> int:
     return stream_rows // batch_size if drop_last else -(-stream_rows // batch_size)
 
 
-def predicted_quality(batch: int, run: int, blocks_per_window: int, n_fragments: int, rows: int,
+def predicted_quality(batch: int, run: float, blocks_per_window: float, n_fragments: int, rows: int,
                       contexts_per_fragment: float) -> float:
     """Expected distinct contexts per batch relative to a perfect permutation, for batches made of
     runs of ``run`` rows from each block of a stratified window (docs/shuffle.md).
@@ -245,6 +245,13 @@ def predicted_quality(batch: int, run: int, blocks_per_window: int, n_fragments:
     return ours / d(batch / n)
 
 
+def _mean_block_rows(fragment_rows: float, chunk_rows: int, block_rows: int) -> float:
+    """Mean rows per block of a fragment of ``fragment_rows`` rows (blocks never cross a chunk)."""
+    n_chunks = max(1, -(-int(round(fragment_rows)) // chunk_rows))
+    per_chunk = fragment_rows / n_chunks
+    return fragment_rows / (n_chunks * max(1, -(-int(round(per_chunk)) // max(block_rows, 1))))
+
+
 SMALL_RANK_ROWS = 1 << 16  # a rank with at most this many rows per epoch is shuffled row by row
 
 
@@ -255,7 +262,7 @@ def min_blocks_per_window(batch: int) -> int:
 
 def auto_layout(batch: int, direct: bool, n_fragments: int, rows: int, contexts_per_fragment: float | None,
                 chunk_rows: int, buffer_rows: int | None, block_rows: int | None,
-                target: float = 0.98, rank_rows: int | None = None) -> tuple[int, int]:
+                target: float = 0.99, rank_rows: int | None = None) -> tuple[int, int]:
     """(block_rows, buffer_rows) giving the longest runs (fewest, largest copies) whose predicted
     quality reaches ``target``; values the caller set are kept.  Direct windows cost no memory, so
     they grow to shorten runs; staged windows keep ``buffer_rows`` and shrink blocks instead.
@@ -278,7 +285,10 @@ def auto_layout(batch: int, direct: bool, n_fragments: int, rows: int, contexts_
         else:
             window = max(buffer_rows or 1 << 17, batch)
             block = block_rows or max(64, min(chunk_rows, window * run // batch))
-        if predicted_quality(batch, max(1, batch * block // window), window // block, n_fragments, rows,
+        # blocks are cut at chunk ends, so a fragment's blocks average fewer rows than block_rows:
+        # more, smaller blocks per window, and some fragments with an extra block in it
+        eff = _mean_block_rows(rows / max(n_fragments, 1), chunk_rows, block)
+        if predicted_quality(batch, max(1.0, batch * eff / window), window / eff, n_fragments, rows,
                              cpf) >= target:
             break
     if rank_rows is not None and block_rows is None:
