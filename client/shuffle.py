@@ -104,7 +104,9 @@ def stratified_order(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rows from each fragment as evenly as a perfect permutation does (or more evenly), instead of
     however many of its blocks a uniform block order happened to put in the window."""
     group = np.asarray(group, dtype=np.int64)
-    n_groups = int(group.max()) + 1 if len(group) else 0
+    if not len(group):
+        return np.zeros(0, dtype=np.int64)
+    n_groups = int(group.max()) + 1
     sizes = np.bincount(group, minlength=n_groups)
     # items of each group in a random order: sort by (group, random key)
     members = np.lexsort((rng.random(len(group)), group))
