@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 PROVENANCE_CACHE = 8  # fragments whose provenance tables are kept in memory
 MASK_CACHE = 256  # fragments whose filter masks are kept (1 byte per row)
-DEFAULT_SAMPLE_BLOCK = 256
 
 
 class ActivationDataset:

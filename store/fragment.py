@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 import threading
 from dataclasses import dataclass, field
@@ -32,10 +33,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def crc32c(data: bytes) -> int:
+def crc32c(data) -> int:
     """CRC-32C (Castagnoli) of ``data``: the cheap per-object check readers verify on every whole
     read (≈5.6 GB/s on one core here, vs ≈1.3 GB/s for sha256; the checksum S3 offers natively)."""
-    return google_crc32c.value(bytes(data) if not isinstance(data, bytes) else data)
+    if not isinstance(data, (bytes, np.ndarray)):  # the C extension takes bytes or numpy buffers
+        data = np.frombuffer(data, dtype=np.uint8)
+    return google_crc32c.value(data)
 
 
 def _encode_zarr(arrays: dict[str, np.ndarray], hooks: dict[str, HookInfo], chunk_rows: int) -> dict[str, bytes]:
@@ -138,18 +141,22 @@ class FragmentReader:
                 self._sums = sums
         return self._sums  # type: ignore[return-value]
 
-    def check_object(self, key: str, data: bytes) -> None:
+    def check_object(self, key: str, data: "bytes | np.ndarray") -> None:
         """Raise ``StoreDamagedError`` unless ``data`` is the committed content of ``key``."""
+        size, crc, digest = self._committed(key)
+        if len(data) != size:
+            raise self._damaged(key, f"{len(data)} bytes, committed {size} (truncated or replaced)")
+        if (crc32c(data) != crc) if crc is not None else (sha256(data) != digest):
+            raise self._damaged(key, "checksum mismatch (the bytes changed after commit)")
+
+    def _committed(self, key: str) -> tuple[int, int | None, str]:
+        """(size, CRC-32C or None for stores written before it, sha256) recorded for ``key``."""
         sums = self.checksums()
         rel = key[len(self.record.path) + 1:]
         entry = sums["files"].get(rel)
         if entry is None:
             raise self._damaged(key, "not listed in the fragment's checksum file")
-        if len(data) != entry[0]:
-            raise self._damaged(key, f"{len(data)} bytes, committed {entry[0]} (truncated or replaced)")
-        crc = sums.get("crc32c", {}).get(rel)
-        if (crc32c(data) != crc) if crc is not None else (sha256(data) != entry[1]):
-            raise self._damaged(key, "checksum mismatch (the bytes changed after commit)")
+        return int(entry[0]), sums.get("crc32c", {}).get(rel), entry[1]
 
     def _read_object(self, key: str) -> bytes:
         try:
@@ -177,7 +184,25 @@ class FragmentReader:
             self._read_object(key)
             return
         size = os.fstat(fd).st_size
-        self.check_object(key, os.pread(fd, size, 0))
+        if not size:
+            self.check_object(key, b"")
+            return
+        try:  # map the cached pages in one go and checksum them in place (no copy, no fresh pages)
+            m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+        except (OSError, ValueError, AttributeError):
+            self.check_object(key, os.pread(fd, size, 0))
+            return
+        want_size, crc, digest = self._committed(key)
+        try:
+            view = np.frombuffer(m, dtype=np.uint8)
+            same = (crc32c(view) == crc) if crc is not None else (sha256(view) == digest)  # type: ignore[arg-type]
+            del view
+        finally:
+            m.close()
+        if size != want_size:
+            raise self._damaged(key, f"{size} bytes, committed {want_size} (truncated or replaced)")
+        if not same:
+            raise self._damaged(key, "checksum mismatch (the bytes changed after commit)")
 
     def read_rows(self, hook: str, chunk: int, lo: int, hi: int) -> np.ndarray:
         """Rows [lo, hi) of one chunk.  Uncompressed chunks are read as a byte range (one read,
