@@ -12,6 +12,7 @@ import pyarrow as pa
 import torch
 
 from actlake.client import shuffle as sh
+from actlake.client.batches import BatchStream
 from actlake.client.buffers import BufferCache
 from actlake.client.filters import RowFilter
 from actlake.schemas.errors import HookError, NotADatasetError, RemoteError, RowIdError, StoreDamagedError
@@ -258,8 +259,6 @@ class ActivationDataset:
                 with_provenance: bool = False, filter: RowFilter | dict | None = None, **kw):
         """Batches ``{hook: tensor[B, ...]}`` (+ ``row_id`` with provenance), shuffled across the
         whole dataset, deterministic in (seed, epoch), resumable; see client/batches.py."""
-        from actlake.client.batches import BatchStream
-
         return BatchStream(self, batch_size, hooks, shuffle, seed, epoch, rank, world_size, drop_last, device,
                            with_provenance, filter=filter, **kw)
 

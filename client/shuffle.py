@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.ma  # noqa: F401  (numpy loads these lazily (np.unique needs np.ma): at import time,
+import numpy.random  # noqa: F401  not inside the first batch of a fresh process)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import os
 import threading
+
+try:
+    import resource
+except ImportError:  # not POSIX
+    resource = None  # type: ignore[assignment]
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -92,9 +97,7 @@ class FileHandles:
 def raise_open_file_limit() -> int:
     """Raise this process's soft limit on open files to the hard limit (at most 1 << 16): direct
     windows keep one descriptor per chunk file they read.  Returns the limit now in force."""
-    try:
-        import resource
-    except ImportError:  # not POSIX
+    if resource is None:  # not POSIX
         return 512
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard if hard != resource.RLIM_INFINITY else 1 << 16, 1 << 16)
