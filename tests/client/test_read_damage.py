@@ -183,3 +183,18 @@ def test_foreign_or_missing_stream_state(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", EmptyStreamWarning)
         s.load_state_dict(s.state_dict())
+
+
+def test_stores_without_crc32c_are_checked_with_sha256(tmp_path):
+    """Checksum files written before CRC-32C was recorded list only sha256: reads still check."""
+    ds = actlake.open_dataset(make_store(str(tmp_path / "old")))
+    reader = ds._reader(0)
+    sums = reader.checksums()
+    old = {"num_rows": sums["num_rows"], "files": sums["files"]}  # the old format
+    reader._sums = old
+    key = f"{reader.record.path}/{layout.chunk_key(ds.manifest.hooks['h'].array, 0, 2)}"
+    good = ds.store.read_bytes(key)
+    reader.check_object(key, good)
+    with pytest.raises(StoreDamagedError):
+        reader.check_object(key, good[:-1] + bytes([good[-1] ^ 1]))
+    assert np.array_equal(reader.read_chunk("h", 0)[:, 0], np.arange(32, dtype=np.float32))
