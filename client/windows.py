@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-
-try:
-    import resource
-except ImportError:  # not POSIX
-    resource = None  # type: ignore[assignment]
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -28,6 +23,11 @@ from actlake.schemas.errors import StoreDamagedError
 
 if TYPE_CHECKING:
     from actlake.client.dataset import ActivationDataset
+
+try:
+    import resource
+except ImportError:  # not POSIX
+    resource = None  # type: ignore[assignment]
 
 
 class Window:
