@@ -47,7 +47,8 @@ sys.path.insert(0, str(BENCH))
 from common import RESULT_MARK, Meter, can_drop_caches, emit, evict, load_plan, warm_files  # noqa: E402
 from loader_data import build_index, make_plan, store_is_complete, write_store  # noqa: E402
 from loader_quality import quality_rows  # noqa: E402
-from loader_report import (PEER_BATCHES, PEERS, SHUF, SHUF1, SHUF_E2, code_state, machine_info,  # noqa: E402
+from loader_report import (PEER_BATCHES, PEERS, SHUF, SHUF1, SHUF_E2, SHUF_NOVERIFY, code_state,  # noqa: E402
+                           machine_info,
                            print_report, summarize, summarize_profile)
 
 PEER_TIMEOUT = 1800
@@ -77,6 +78,14 @@ def _m_raw(o: dict) -> dict:
                             break
                         k += j
                 nbytes += k
+                m.add(min(chunk_rows, left))
+                left -= chunk_rows
+    elif o["how"] == "read":
+        for f in plan["fragments"]:
+            left = f["rows"]
+            for p in f["chunks"]:
+                with open(p, "rb", buffering=0) as fh:
+                    nbytes += len(fh.read())
                 m.add(min(chunk_rows, left))
                 left -= chunk_rows
     else:
@@ -124,13 +133,13 @@ def _m_actlake(o: dict) -> dict:
     h = o["hook"]
     skip = int(o.get("skip_epochs", 0))
     if skip:  # epochs read untimed first in this process (allocator and thread pools warmed up)
-        ds = open_dataset(o["store"])
+        ds = open_dataset(o["store"], verify_reads=o.get("verify_reads", True))
         for e in range(skip):
             for _ in ds.batches(o["batch_size"], hooks=[h], shuffle=o["shuffle"], seed=o.get("seed", 0), epoch=e, **kw):
                 pass
     m = Meter(o["row_bytes"])
     if not skip:
-        ds = open_dataset(o["store"])
+        ds = open_dataset(o["store"], verify_reads=o.get("verify_reads", True))
     stream = ds.batches(o["batch_size"], hooks=[h], shuffle=o["shuffle"], seed=o.get("seed", 0), epoch=skip, **kw)
     for batch in stream:
         m.add(int(batch[h].shape[0]))
@@ -332,8 +341,11 @@ def main() -> None:
     jobs = [
         ("raw sequential read (readinto)", "raw", {"how": "readinto"}, [store]),
         ("raw sequential read (np.fromfile)", "raw", {"how": "fromfile"}, [store]),
+        ("raw sequential read (f.read)", "raw", {"how": "read"}, [store]),
         ("in-RAM perfect permutation (ref)", "ram_perm", {}, [store]),
         (SHUF, "actlake", {"shuffle": True}, [store]),
+        # reads check every chunk's CRC-32C once per opened dataset by default (issue 7 A13)
+        (SHUF_NOVERIFY, "actlake", {"shuffle": True, "verify_reads": False}, [store]),
         ("actlake unshuffled", "actlake", {"shuffle": False}, [store]),
         # the consumer process with torch.set_num_threads(1): no intra-op thread pool in the
         # loader's torch ops (a 2-core machine; see docs/performance.md)

@@ -48,12 +48,15 @@ def quality_rows(args, ds, idx: dict, peer_ids: dict) -> list[dict]:
         rep = quality.report([ctx[r] for r in batches_rows], sizes, b, [frag[r] for r in batches_rows])
         rows.append({"loader": name, **rep, "note": note})
 
-    def actlake_rows(shuffle: bool) -> list[np.ndarray]:
+    def actlake_rows(shuffle: bool, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
         kw = {"buffer_rows": args.buffer_rows} if args.buffer_rows else {}
-        st = ds.batches(b, hooks=[args.hook], shuffle=shuffle, seed=args.seed, with_provenance=True, **kw)
+        st = ds.batches(b, hooks=[args.hook], shuffle=shuffle, seed=args.seed, with_provenance=True, rank=rank,
+                        world_size=world_size, **kw)
         return [bt["row_id"].numpy().copy() for bt in st]
 
     score("actlake shuffled", actlake_rows(True), "full epoch")
+    for w in (2, 3):  # the last rank of a split ends on the shortest stretch of the block order
+        score(f"actlake shuffled, rank {w - 1} of {w}", actlake_rows(True, w - 1, w), "full epoch of that rank")
     score("actlake unshuffled (storage order)", actlake_rows(False), "full epoch; write-time shuffle only")
     ext = np.lexsort((idx["context_pos"], ctx))  # extraction order: context by context
     n = len(ext) // b * b

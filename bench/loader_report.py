@@ -19,6 +19,9 @@ RAW = "raw sequential read (readinto)"
 SHUF = "actlake shuffled"
 SHUF1 = "actlake shuffled, torch 1 thread"
 SHUF_E2 = "actlake shuffled, 2nd epoch in process"
+SHUF_NOVERIFY = "actlake shuffled, verify_reads=False"
+RAWS = ["raw sequential read (readinto)", "raw sequential read (np.fromfile)", "raw sequential read (f.read)"]
+FASTEST = "fastest raw read"  # per mode, the best of RAWS (the bar of issue 7 D)
 # --peers name -> (label, converter/reader script, extra read args).  saelens reads the cache in the
 # store's dtype (same bytes as actlake); saelens-fp32 asks ActivationsStore for float32 (SAELens'
 # default training dtype), converting while loading.
@@ -158,13 +161,21 @@ def print_report(o: dict) -> None:
     if split:
         print("CPU s/GB user/sys (sys = kernel page-cache copies and faults):\n  " + "\n  ".join(split))
     print("\nratios of rows/s (ratio of medians; [median of per-repeat pairs]):")
-    for mine in (SHUF, SHUF1, SHUF_E2):
+    for mode in ("warm", "cold"):
+        raws = [(lab, rate_of(o, lab, mode)) for lab in RAWS]
+        raws = [(lab, r) for lab, r in raws if r]
+        if raws:
+            best = max(r for _, r in raws)
+            print(f"  raw variants [{mode}] over the fastest: "
+                  + ", ".join(f"{lab.split('(')[-1].rstrip(')')} {r / best:.2f}x" for lab, r in raws))
+    for mine in (SHUF, SHUF_NOVERIFY, SHUF1, SHUF_E2):
         for mode in ("warm", "cold"):
             a = rate_of(o, mine, mode)
             if a is None:
                 continue
             parts = []
-            refs = [(RAW, 0.8), ("raw sequential read (np.fromfile)", 0.8), ("actlake unshuffled", None),
+            refs = [(FASTEST, 0.8), (RAW, None), ("raw sequential read (np.fromfile)", None),
+                    ("raw sequential read (f.read)", None), ("actlake unshuffled", None),
                     ("in-RAM perfect permutation (ref)", None)] + [(lab, 50) for lab, _, _ in PEERS.values()]
             for ref, tgt in refs:
                 r = rate_of(o, ref, mode)
@@ -175,16 +186,19 @@ def print_report(o: dict) -> None:
                 parts.append(f"{ref}: {a / r:.2f}x" + (f" [{pr:.2f}x]" if pr else "") + ok)
             print(f"  {mine} [{mode}] over\n      " + "\n      ".join(parts))
     if o["quality"]:
-        print("\nshuffle quality (per batch of %d; 'perfect' = exact expectation for a uniform permutation):" % o["batch_size"])
-        h = (f"{'loader':52} {'batches':>7} {'distinct ctx':>12} {'perfect':>9} {'ratio':>6} {'same-ctx pairs':>14} "
-             f"{'perfect':>9} {'frags/batch':>11}")
+        print("\nshuffle quality (per batch of %d; 'perfect' = exact expectation for a uniform permutation; "
+              "ratio = mean, min = worst batch, last10%% = mean of the epoch's last tenth):" % o["batch_size"])
+        h = (f"{'loader':52} {'batches':>7} {'distinct ctx':>12} {'perfect':>9} {'ratio':>6} {'min':>6} "
+             f"{'last10%':>7} {'same-ctx pairs':>14} {'perfect':>9} {'frags/batch':>11}")
         print(h + "\n" + "-" * len(h))
         for q in o["quality"]:
             if "error" in q:
                 print(f"{q['loader']:52} {q['error']}")
                 continue
             print(f"{q['loader']:52} {q['batches']:>7} {q['distinct_contexts']:>12,.1f} {q['distinct_contexts_perfect']:>9,.1f} "
-                  f"{q['distinct_ratio']:>6.3f} {q['same_context_pairs']:>14,.0f} {q['same_context_pairs_perfect']:>9,.1f} "
+                  f"{q['distinct_ratio']:>6.3f} {q.get('distinct_ratio_min', float('nan')):>6.3f} "
+                  f"{q.get('distinct_ratio_last10', float('nan')):>7.3f} "
+                  f"{q['same_context_pairs']:>14,.0f} {q['same_context_pairs_perfect']:>9,.1f} "
                   f"{q.get('fragments_per_batch', float('nan')):>11.1f}")
         for q in o["quality"]:
             if q.get("note"):
@@ -200,9 +214,19 @@ def print_report(o: dict) -> None:
         print("\npeers venv: " + ", ".join(f"{k} {v}" for k, v in o["peer_versions"].items()))
 
 
+def _runs(o: dict, label: str, mode: str) -> list[dict]:
+    if label == FASTEST:  # per repeat, the fastest raw variant of that repeat
+        per = [o["results"].get(lab, {}).get(mode, {}).get("runs") or [] for lab in RAWS]
+        per = [p for p in per if p]
+        if not per or len({len(p) for p in per}) != 1:
+            return []
+        return [max(rs, key=lambda r: r.get("rows_per_s") or 0) for rs in zip(*per)]
+    return o["results"].get(label, {}).get(mode, {}).get("runs") or []
+
+
 def paired_ratio(o: dict, a: str, b: str, mode: str):
-    ra = o["results"].get(a, {}).get(mode, {}).get("runs") or []
-    rb = o["results"].get(b, {}).get(mode, {}).get("runs") or []
+    ra = _runs(o, a, mode)
+    rb = _runs(o, b, mode)
     if len(ra) < 2 or len(ra) != len(rb):
         return None
     pairs = [x["rows_per_s"] / y["rows_per_s"] for x, y in zip(ra, rb) if x.get("rows_per_s") and y.get("rows_per_s")]
@@ -210,6 +234,9 @@ def paired_ratio(o: dict, a: str, b: str, mode: str):
 
 
 def rate_of(o: dict, label: str, mode: str):
+    if label == FASTEST:
+        rates = [rate_of(o, lab, mode) for lab in RAWS]
+        return max([r for r in rates if r], default=None)
     r = o["results"].get(label, {}).get(mode)
     if not r or "error" in r:
         return None

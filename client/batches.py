@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterator
@@ -22,12 +23,17 @@ from actlake.client import shuffle as sh
 from actlake.client.buffers import OutputPool, WindowBuffers
 from actlake.client.filters import RowFilter
 from actlake.client.windows import DirectWindow, FileHandles, StagedWindow, Window, raise_open_file_limit
+from actlake.schemas.errors import StreamStateError
 from actlake.store.dtypes import STORAGE, storage_to_tensor
 
 if TYPE_CHECKING:
     from actlake.client.dataset import ActivationDataset
 
 Piece = tuple[Window, np.ndarray, np.ndarray, np.ndarray]  # a window; per run: segment, first, end row
+
+
+class EmptyStreamWarning(UserWarning):
+    """A batch stream that will yield no batches (no rows, or fewer than one batch with drop_last)."""
 
 
 class _Plan:
@@ -82,14 +88,16 @@ class BatchStream:
 
     def _plan_epoch(self, buffer_rows: int | None, block_rows: int | None) -> None:
         ds = self.ds
-        compressed = any(ds.manifest.hooks[h].codec != "none" for h in self.hooks)
-        if compressed:  # compressed chunks are decoded whole: a block is a chunk
-            block_rows = ds.chunk_rows
         rows = [f.num_rows for f in ds.snapshot.fragments]
+        rank_rows = sum(rows) // self.world_size if self.shuffle else None
+        compressed = any(ds.manifest.hooks[h].codec != "none" for h in self.hooks)
+        if compressed and block_rows is None and (rank_rows is None or rank_rows > sh.SMALL_RANK_ROWS):
+            block_rows = ds.chunk_rows  # compressed chunks are decoded whole: a block is a chunk
         needs_estimate = self.shuffle and (block_rows is None or buffer_rows is None)
         self.block_rows, self.buffer_rows = sh.auto_layout(
-            self.batch_size, self._direct, len(rows), sum(rows),
-            ds._contexts_per_fragment() if needs_estimate else None, ds.chunk_rows, buffer_rows, block_rows)
+            self.batch_size, self._direct, len(rows), max(sum(rows), 1),
+            ds._contexts_per_fragment() if needs_estimate else None, ds.chunk_rows, buffer_rows, block_rows,
+            rank_rows=rank_rows)
         kept = ds._kept_per_block(self.filter, self.block_rows) if self.filter is not None else None
         self.segments = sh.rank_segments(rows, ds.chunk_rows, self.seed, self.epoch, self.rank, self.world_size,
                                          self.drop_last, self.shuffle, self.block_rows, kept)
@@ -101,6 +109,13 @@ class BatchStream:
         self._max_window_rows = max(self.buffer_rows, self.block_rows)
         self.num_rows = int(self.window_starts[-1])
         self.num_batches = sh.num_batches(self.num_rows, self.batch_size, self.drop_last)
+        if self.num_batches == 0:
+            where = f"rank {self.rank} of {self.world_size} gets" if self.world_size > 1 else "the stream has"
+            why = ("the dataset has no rows" if ds.num_rows == 0 else
+                   f"{where} {self.num_rows:,} rows, fewer than one batch of {self.batch_size:,}, and "
+                   f"drop_last=True drops them: use a smaller batch_size or drop_last=False" if self.drop_last else
+                   f"{where} no rows (every row was filtered out?)")
+            warnings.warn(f"ds.batches({self.batch_size}) yields no batches: {why}", EmptyStreamWarning, stacklevel=4)
 
     @property
     def num_windows(self) -> int:
@@ -122,14 +137,25 @@ class BatchStream:
         return {**self._identity(), "step": self.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Jump to the saved step (O(1): the plan is arithmetic, nothing is replayed)."""
+        """Jump to the saved step (O(1): the plan is arithmetic, nothing is replayed).
+
+        Raises:
+            StreamStateError: ``state`` is not a dict from ``state_dict()``, belongs to another stream
+                (any setting that defines the order differs, or another snapshot), or its step is
+                outside [0, len(self)]."""
+        if not isinstance(state, dict):
+            raise StreamStateError(f"load_state_dict needs the dict returned by state_dict(), got {type(state).__name__}")
         mine = self._identity()
-        diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        diff = {k: (state.get(k, "<missing>"), v) for k, v in mine.items() if state.get(k, "<missing>") != v}
         if diff:
-            raise ValueError(f"state_dict is for a different stream: {diff}")
-        step = int(state["step"])
+            shown = ", ".join(f"{k}: saved {a!r}, this stream {b!r}" for k, (a, b) in diff.items())
+            raise StreamStateError(f"state_dict is for a different stream ({shown})")
+        try:
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError):
+            raise StreamStateError(f"state_dict has no valid 'step': {state.get('step')!r}") from None
         if not 0 <= step <= self.num_batches:
-            raise ValueError(f"step {step} outside [0, {self.num_batches}]")
+            raise StreamStateError(f"step {step} outside [0, {self.num_batches}]")
         self.step = step
 
     # ---- reading ------------------------------------------------------------------------------
@@ -157,7 +183,8 @@ class BatchStream:
         # computed ahead on the loader thread (a sort of the window's rows: milliseconds)
         order = loader.submit(sh.window_order, self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w,
                               self.shuffle)
-        args = (self.ds, self.hooks, self.segments, s0, s1, order)
+        rot = sh.rotations(self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w, self.shuffle)
+        args = (self.ds, self.hooks, self.segments, s0, s1, order, rot)
         if self._direct:
             # rows of each block the first few batches of the window read
             lead = 4 * -(-self.batch_size * self.block_rows // max(self.buffer_rows, 1))

@@ -1,6 +1,7 @@
 """``open_dataset``: a read-only view of one committed snapshot of a store (local, S3, GCS)."""
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +12,10 @@ import pyarrow as pa
 import torch
 
 from actlake.client import shuffle as sh
+from actlake.client.batches import BatchStream
 from actlake.client.buffers import BufferCache
 from actlake.client.filters import RowFilter
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import HookError, NotADatasetError, RemoteError, RowIdError, StoreDamagedError
 from actlake.schemas.manifest import Manifest
 from actlake.store.commitlog import CommitLog, Snapshot
 from actlake.store.dtypes import STORAGE, storage_to_tensor
@@ -26,18 +28,26 @@ if TYPE_CHECKING:
 
 PROVENANCE_CACHE = 8  # fragments whose provenance tables are kept in memory
 MASK_CACHE = 256  # fragments whose filter masks are kept (1 byte per row)
-DEFAULT_SAMPLE_BLOCK = 256
 
 
 class ActivationDataset:
     """Rows 0..num_rows-1 in commit order; every hook row-aligned.
 
-    The snapshot is fixed at open time: fragments committed later are not seen until re-opened."""
+    The snapshot is fixed at open time: fragments committed later are not seen until re-opened.
+    ``verify_reads`` (default on): every chunk is checked against its fragment's CRC-32C the first
+    time this object reads it (whole reads on every read), raising ``StoreDamagedError``.
 
-    def __init__(self, store: StoreFS):
+    Raises:
+        NotADatasetError: the location holds no actlake dataset.
+        StoreDamagedError: the manifest says the job is complete but the commit log holds fewer
+            (or more) fragments or rows than it records (an incomplete copy or lost commits)."""
+
+    def __init__(self, store: StoreFS, verify_reads: bool = True):
         self.store = store
+        self.verify_reads = verify_reads
         self.manifest: Manifest = read_manifest(store)
         self.snapshot: Snapshot = CommitLog(store).snapshot()
+        self._check_complete()
         self.chunk_rows = self.manifest.chunk_rows
         self._hook_infos = self.manifest.hooks
         self._readers: dict[int, FragmentReader] = {}
@@ -46,7 +56,23 @@ class ActivationDataset:
         self._kept: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
         self._buffers = BufferCache(cap=8)  # warm window buffers / output pools reused across streams
+        self._verified: set[tuple[int, str, int]] = set()  # (fragment, hook, chunk) checked whole
 
+    def _check_complete(self) -> None:
+        m, snap = self.manifest, self.snapshot
+        if m.status != "complete":
+            return
+        problems = []
+        if m.num_rows is not None and m.num_rows != snap.num_rows:
+            problems.append(f"{m.num_rows:,} rows")
+        n_frag = getattr(m, "num_fragments", None)
+        if n_frag is not None and n_frag != len(snap.fragments):
+            problems.append(f"{n_frag:,} fragments")
+        if problems:
+            raise StoreDamagedError(self.store.path("_commits"),
+                                    f"the job is marked complete with {' and '.join(problems)}, but the commit log "
+                                    f"holds {len(snap.fragments):,} fragments and {snap.num_rows:,} rows "
+                                    f"(commits missing: an incomplete copy?)")
     # ---- metadata -----------------------------------------------------------------------------
     @property
     def uri(self) -> str:
@@ -74,21 +100,58 @@ class ActivationDataset:
             hooks = [hooks]
         bad = [h for h in hooks if h not in self._hook_infos]
         if bad:
-            raise KeyError(f"unknown hook(s) {bad}; this dataset has {list(self._hook_infos)}")
+            raise HookError(f"unknown hook(s) {bad}; this dataset has {list(self._hook_infos)}")
         return list(hooks)
 
     def _reader(self, frag: int) -> FragmentReader:
         r = self._readers.get(frag)
         if r is None:
-            r = FragmentReader(self.store, self.snapshot.fragments[frag], self._hook_infos, self.chunk_rows)
+            r = FragmentReader(self.store, self.snapshot.fragments[frag], self._hook_infos, self.chunk_rows,
+                               verify=self.verify_reads)
             self._readers[frag] = r
         return r
 
+    def _verify_chunk(self, frag: int, hook: str, chunk: int, fd: int | None = None) -> None:
+        """Check one chunk whole against its checksum, once per dataset object (for read paths
+        that read it in byte ranges); a no-op with ``verify_reads=False``."""
+        key = (frag, hook, chunk)
+        if not self.verify_reads or key in self._verified:
+            return
+        self._reader(frag).verify_chunk_file(hook, chunk, fd)
+        with self._lock:
+            self._verified.add(key)
+
+    def _row_ids(self, row_ids) -> np.ndarray:
+        """Row ids as a flat int64 array.  Integral floats (1.0) pass; fractional, non-finite,
+        boolean or non-numeric ids and ids outside [0, num_rows) raise ``RowIdError``."""
+        if isinstance(row_ids, torch.Tensor):
+            row_ids = row_ids.detach().cpu().numpy()
+        try:
+            arr = np.asarray(row_ids).reshape(-1)
+        except ValueError as e:  # ragged nested lists
+            raise RowIdError(f"row ids must be a flat list of integers ({e})") from None
+        if arr.size and arr.dtype.kind not in "iu":
+            if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+                arr = arr.astype(np.int64)
+            else:
+                shown = [v.item() if hasattr(v, "item") else v for v in arr[:3]]
+                raise RowIdError(f"row ids must be integers, got {arr.dtype} values such as {shown}")
+        ids = arr.astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_rows):
+            bad = ids[(ids < 0) | (ids >= self.num_rows)][0]
+            raise RowIdError(f"row id {int(bad)} out of range [0, {self.num_rows})")
+        return ids
+
     # ---- random access ------------------------------------------------------------------------
     def take(self, row_ids, hooks: list[str] | str | None = None) -> dict[str, torch.Tensor]:
-        """Rows by global id, in the order given.  Reads each touched chunk once."""
+        """Rows by global id, in the order given: ``{hook: tensor[len(row_ids), *shape]}`` in the hook's
+        dtype.  Reads (and verifies) each touched chunk once.
+
+        Raises:
+            RowIdError: a row id that is not an integer or is outside [0, num_rows).
+            HookError: an unknown hook.  StoreDamagedError: a chunk fails its checksum."""
         hooks = self._check_hooks(hooks)
-        ids = np.asarray(row_ids, dtype=np.int64).reshape(-1)
+        ids = self._row_ids(row_ids)
         frag, local = self.snapshot.locate(ids)
         chunk = local // self.chunk_rows
         keys, inverse = np.unique(np.stack([frag, chunk], axis=1), axis=0, return_inverse=True)
@@ -125,8 +188,11 @@ class ActivationDataset:
         return t
 
     def provenance(self, row_ids) -> pa.Table:
-        """Provenance rows (row_id first) for the given global row ids, in the order given."""
-        ids = np.asarray(row_ids, dtype=np.int64).reshape(-1)
+        """Provenance rows (row_id first) for the given global row ids, in the order given.
+
+        Raises:
+            RowIdError: a row id that is not an integer or is outside [0, num_rows)."""
+        ids = self._row_ids(row_ids)
         frag, local = self.snapshot.locate(ids)
         parts, order = [], []
         for f in np.unique(frag):
@@ -246,8 +312,6 @@ class ActivationDataset:
                 with_provenance: bool = False, filter: RowFilter | dict | None = None, **kw):
         """Batches ``{hook: tensor[B, ...]}`` (+ ``row_id`` with provenance), shuffled across the
         whole dataset, deterministic in (seed, epoch), resumable; see client/batches.py."""
-        from actlake.client.batches import BatchStream
-
         return BatchStream(self, batch_size, hooks, shuffle, seed, epoch, rank, world_size, drop_last, device,
                            with_provenance, filter=filter, **kw)
 
@@ -260,26 +324,64 @@ class ActivationDataset:
 
     def sample(self, n: int, seed: int = 0, hooks: list[str] | str | None = None,
                filter: RowFilter | dict | None = None) -> dict[str, torch.Tensor]:
-        """``n`` random rows (``row_id`` included), e.g. for dead-latent resampling.
+        """``n`` distinct rows drawn uniformly at random (without replacement) from the whole
+        dataset, or from the rows passing ``filter``: ``{hook: tensor[n, *shape], "row_id": int64[n]}``,
+        e.g. for dead-latent resampling.
 
-        Independent of every batch stream.  Reads whole random blocks (rows inside a block are
-        already a random sample of their fragment) rather than scattered rows, then subsamples."""
-        from actlake.client.batches import BatchStream
+        Independent of every batch stream, and draws for different seeds are independent: two
+        seeds share about n²/N rows, as independent uniform samples do.  Rows come from
+        ``take`` (each touched chunk read once), so a large ``n`` on a large store costs a
+        scattered read.
 
+        Raises:
+            ValueError: ``n`` outside [1, rows available]."""
         flt = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
-        total = self.num_rows if flt is None else int(self._kept_per_block(flt, DEFAULT_SAMPLE_BLOCK).sum())
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5A3E1E])
+        if flt is None:
+            total = self.num_rows
+            if not 0 < n <= total:
+                raise ValueError(f"n must be in [1, {total}], got {n}")
+            ids = rng.choice(total, size=n, replace=False).astype(np.int64)
+        else:
+            ids = self._sample_filtered(n, rng, flt)
+        out = self.take(ids, hooks)
+        out["row_id"] = torch.from_numpy(ids)
+        return out
+
+    def _sample_filtered(self, n: int, rng: np.random.Generator, flt: RowFilter) -> np.ndarray:
+        """``n`` uniform draws without replacement among the rows passing ``flt`` (global ids)."""
+        rows = [f.num_rows for f in self.snapshot.fragments]
+        kept = np.array([int(self._filter_mask(f, flt).sum()) for f in range(len(rows))], dtype=np.int64)
+        total = int(kept.sum())
         if not 0 < n <= total:
-            raise ValueError(f"n must be in [1, {total}], got {n}")
-        # a one-rank "epoch" of a private seed space, cut after enough rows
-        stream = BatchStream(self, n, hooks, shuffle=True, seed=seed, epoch=-1 - seed, drop_last=False,
-                             with_provenance=True, buffer_rows=max(n, 1 << 16), block_rows=DEFAULT_SAMPLE_BLOCK,
-                             filter=flt, prefetch=0, prefetch_batches=1)
-        return next(iter(stream))
+            raise ValueError(f"n must be in [1, {total}] (rows passing the filter), got {n}")
+        picks = rng.choice(total, size=n, replace=False).astype(np.int64)  # k-th kept row overall
+        cum = np.concatenate([[0], np.cumsum(kept)])
+        frag = np.searchsorted(cum, picks, side="right") - 1
+        ids = np.empty(n, dtype=np.int64)
+        for f in np.unique(frag):
+            sel = frag == f
+            ids[sel] = np.flatnonzero(self._filter_mask(int(f), flt))[picks[sel] - cum[f]] + self.snapshot.offsets[f]
+        return ids
 
 
-def open_dataset(uri: str, storage_options: dict[str, Any] | None = None) -> ActivationDataset:
-    """Open a dataset by path or fsspec URL (``s3://``, ``gs://``).  Never needs Ray."""
+def open_dataset(uri: str, storage_options: dict[str, Any] | None = None, verify_reads: bool = True
+                 ) -> ActivationDataset:
+    """Open a dataset by path or fsspec URL (``s3://``, ``gs://``).  Never needs Ray.
+
+    ``verify_reads`` (default True): check chunks against their fragment's CRC-32C as they are read
+    (each chunk once per opened dataset when read in ranges; pass False to skip the check).
+
+    Raises:
+        NotADatasetError: ``uri`` is missing, a plain file, or a folder without a manifest.
+        StoreDamagedError: an unreadable manifest or commit, or a complete job whose commit log
+            lacks commits."""
     if uri.startswith("grpc://"):
-        raise ActlakeError("remote datasets (grpc://) need the Flight client, which is not available in this version")
+        raise RemoteError("remote datasets (grpc://) need the Flight client, which is not available in this version")
     store = open_store(uri, storage_options)
-    return ActivationDataset(store)
+    if store.is_local:
+        if os.path.isfile(store.root):
+            raise NotADatasetError(f"not an actlake dataset: {uri} is a file (give the dataset's folder)")
+        if not os.path.isdir(store.root):
+            raise NotADatasetError(f"not an actlake dataset: {uri} does not exist")
+    return ActivationDataset(store, verify_reads=verify_reads)

@@ -52,17 +52,37 @@ def same_context_pairs(ids: np.ndarray) -> int:
 
 def report(batches_context_ids: list[np.ndarray], context_sizes, batch_size: int,
            batches_fragment_ids: list[np.ndarray] | None = None) -> dict[str, float]:
-    """Score a loader's batches (each given as the context ids of its rows) against a perfect shuffle."""
+    """Score a loader's batches (each given as the context ids of its rows, in stream order)
+    against a perfect shuffle.
+
+    Returns the mean over full batches (``distinct_ratio``, ``pairs_ratio``) and, because a mean
+    hides a bad stretch, the worst batch (``distinct_ratio_min``), the 1st percentile
+    (``distinct_ratio_p01``) and the mean over the last 10 % of the batches
+    (``distinct_ratio_last10``: the end of an epoch, where a short last window mixes fewest
+    blocks).  Ratios are per batch: distinct contexts / E[distinct contexts] of a uniform batch.
+
+    Raises:
+        ValueError: no batch of ``batch_size`` rows."""
     full = [np.asarray(b) for b in batches_context_ids if len(b) == batch_size]
     if not full:
         raise ValueError("no full batches to score")
-    d = float(np.mean([distinct(b) for b in full]))
-    p = float(np.mean([same_context_pairs(b) for b in full]))
     e_d = expected_distinct(context_sizes, batch_size)
     e_p = expected_same_context_pairs(context_sizes, batch_size)
+    per = np.array([distinct(b) for b in full], dtype=np.float64) / e_d
+    d = float(per.mean()) * e_d
+    p = float(np.mean([same_context_pairs(b) for b in full]))
+    tail = per[-max(1, len(per) // 10):]
     out = {"batches": len(full), "distinct_contexts": d, "distinct_contexts_perfect": e_d,
-           "distinct_ratio": d / e_d, "same_context_pairs": p, "same_context_pairs_perfect": e_p,
+           "distinct_ratio": d / e_d, "distinct_ratio_min": float(per.min()),
+           "distinct_ratio_p01": float(np.quantile(per, 0.01)), "distinct_ratio_last10": float(tail.mean()),
+           "same_context_pairs": p, "same_context_pairs_perfect": e_p,
            "pairs_ratio": p / e_p if e_p else float("nan")}
     if batches_fragment_ids is not None:
         out["fragments_per_batch"] = float(np.mean([distinct(np.asarray(b)) for b in batches_fragment_ids]))
     return out
+
+
+def per_batch_distinct_ratio(batches_context_ids: list[np.ndarray], context_sizes, batch_size: int) -> np.ndarray:
+    """Distinct contexts of each full batch / the perfect-shuffle expectation (float64[batches])."""
+    e_d = expected_distinct(context_sizes, batch_size)
+    return np.array([distinct(np.asarray(b)) / e_d for b in batches_context_ids if len(b) == batch_size])

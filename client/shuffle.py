@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.ma  # noqa: F401  (numpy loads these lazily (np.unique needs np.ma): at import time,
+import numpy.random  # noqa: F401  not inside the first batch of a fresh process)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,9 @@ def stratified_order(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rows from each fragment as evenly as a perfect permutation does (or more evenly), instead of
     however many of its blocks a uniform block order happened to put in the window."""
     group = np.asarray(group, dtype=np.int64)
-    n_groups = int(group.max()) + 1 if len(group) else 0
+    if not len(group):
+        return np.zeros(0, dtype=np.int64)
+    n_groups = int(group.max()) + 1
     sizes = np.bincount(group, minlength=n_groups)
     # items of each group in a random order: sort by (group, random key)
     members = np.lexsort((rng.random(len(group)), group))
@@ -157,15 +161,27 @@ def rank_segments(fragment_rows, chunk_rows: int, seed: int, epoch: int, rank: i
 
 
 def windows(segments: Segments, buffer_rows: int) -> np.ndarray:
-    """Window boundaries (indices into ``segments``): consecutive segments grouped greedily into
-    windows of ≤ buffer_rows rows in memory (a larger segment forms its own window)."""
-    cum = np.concatenate([[0], np.cumsum(segments.raw_rows)]).astype(np.int64)
-    bounds = [0]
-    while bounds[-1] < len(segments):
-        i = bounds[-1]
-        j = int(np.searchsorted(cum, cum[i] + buffer_rows, side="right")) - 1
-        bounds.append(max(j, i + 1))
-    return np.asarray(bounds, dtype=np.int64)
+    """Window boundaries (indices into ``segments``): consecutive segments grouped into the fewest
+    windows of ≤ buffer_rows rows in memory (a larger segment forms its own window), cut as evenly
+    as segment sizes allow.  Even cuts keep the epoch's last window as full of blocks as the others
+    (a greedy cut leaves a last window of a few blocks, whose batches mix few fragments)."""
+    raw = np.asarray(segments.raw_rows, dtype=np.int64)
+    n = len(raw)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    cum = np.concatenate([[0], np.cumsum(raw)]).astype(np.int64)
+    total = int(cum[-1])
+    for n_w in range(max(1, -(-total // max(buffer_rows, 1))), n + 1):
+        # cut at the segment boundary nearest each even split point
+        targets = np.arange(1, n_w) * (total / n_w)
+        right = np.clip(np.searchsorted(cum, targets, side="left"), 1, n)
+        left = right - 1
+        cut = np.where(targets - cum[left] <= cum[right] - targets, left, right)
+        bounds = np.unique(np.concatenate([[0], cut[(cut > 0) & (cut < n)], [n]]))
+        sizes = np.diff(cum[bounds])
+        if np.all((sizes <= buffer_rows) | (np.diff(bounds) == 1)):
+            return bounds.astype(np.int64)
+    return np.arange(n + 1, dtype=np.int64)
 
 
 def window_order(rows: np.ndarray, seed: int, epoch: int, rank: int, window: int, shuffle: bool) -> np.ndarray:
@@ -184,6 +200,19 @@ def window_order(rows: np.ndarray, seed: int, epoch: int, rank: int, window: int
     return interleave(rows, _rng(seed, epoch, rank, window, 0xB0F).random(len(rows)))
 
 
+def rotations(rows: np.ndarray, seed: int, epoch: int, rank: int, window: int, shuffle: bool) -> np.ndarray:
+    """Per segment of a window, where its stream starts (int64 in [0, rows_j)): stream row i of
+    segment j is its row (i + rot_j) mod rows_j.  Without it the run boundaries inside a block
+    would sit at the same rows every epoch (the phases of ``window_order`` move them by less than
+    a row), so the same rows would share a batch in every epoch; a uniform rotation per (seed,
+    epoch) moves them anywhere.  Zeros when not shuffled."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not shuffle or not len(rows):
+        return np.zeros(len(rows), dtype=np.int64)
+    u = _rng(seed, epoch, rank, window, 0x7071).random(len(rows))
+    return np.minimum((u * rows).astype(np.int64), np.maximum(rows - 1, 0))
+
+
 def runs(order: np.ndarray, n_segments: int, p0: int, p1: int, done: np.ndarray | None = None
          ) -> tuple[np.ndarray, np.ndarray]:
     """Per segment, the run [start, start + count) of its rows that stream positions [p0, p1) of
@@ -197,7 +226,7 @@ def num_batches(stream_rows: int, batch_size: int, drop_last: bool) -> int:
     return stream_rows // batch_size if drop_last else -(-stream_rows // batch_size)
 
 
-def predicted_quality(batch: int, run: int, blocks_per_window: int, n_fragments: int, rows: int,
+def predicted_quality(batch: int, run: float, blocks_per_window: float, n_fragments: int, rows: int,
                       contexts_per_fragment: float) -> float:
     """Expected distinct contexts per batch relative to a perfect permutation, for batches made of
     runs of ``run`` rows from each block of a stratified window (docs/shuffle.md).
@@ -220,16 +249,39 @@ def predicted_quality(batch: int, run: int, blocks_per_window: int, n_fragments:
     return ours / d(batch / n)
 
 
+def _mean_block_rows(fragment_rows: float, chunk_rows: int, block_rows: int) -> float:
+    """Mean rows per block of a fragment of ``fragment_rows`` rows (blocks never cross a chunk)."""
+    n_chunks = max(1, -(-int(round(fragment_rows)) // chunk_rows))
+    per_chunk = fragment_rows / n_chunks
+    return fragment_rows / (n_chunks * max(1, -(-int(round(per_chunk)) // max(block_rows, 1))))
+
+
+SMALL_RANK_ROWS = 1 << 16  # a rank with at most this many rows per epoch is shuffled row by row
+
+
+def min_blocks_per_window(batch: int) -> int:
+    """Blocks every window mixes at least (a batch of B rows takes runs from ≈ all of them)."""
+    return int(np.clip(batch // 8, 2, 32))
+
+
 def auto_layout(batch: int, direct: bool, n_fragments: int, rows: int, contexts_per_fragment: float | None,
                 chunk_rows: int, buffer_rows: int | None, block_rows: int | None,
-                target: float = 0.98) -> tuple[int, int]:
+                target: float = 0.99, rank_rows: int | None = None) -> tuple[int, int]:
     """(block_rows, buffer_rows) giving the longest runs (fewest, largest copies) whose predicted
     quality reaches ``target``; values the caller set are kept.  Direct windows cost no memory, so
     they grow to shorten runs; staged windows keep ``buffer_rows`` and shrink blocks instead.
-    ``contexts_per_fragment`` None: unknown, 256 assumed."""
+    ``contexts_per_fragment`` None: unknown, 256 assumed.
+
+    ``rank_rows`` (rows one rank streams per epoch, shuffled streams only) adds two floors that
+    keep every (seed, epoch) a fresh order at any size: every window mixes at least
+    ``min_blocks_per_window(batch)`` blocks, and a rank of at most ``SMALL_RANK_ROWS`` rows is cut
+    into blocks of ⌈rows / batch⌉ rows or fewer, so each batch takes about one row from each block
+    (a stratified random sample of the rank's rows; one fragment of a few thousand rows no longer
+    streams as one block in storage order)."""
     if block_rows is not None and buffer_rows is not None:
         return min(block_rows, chunk_rows), max(buffer_rows, batch)
     cpf = contexts_per_fragment or 256.0
+    window = block = 0
     for run in (128, 64, 32, 16, 8, 4):
         if direct and buffer_rows is None:
             block = min(block_rows or 4096, chunk_rows)
@@ -237,7 +289,18 @@ def auto_layout(batch: int, direct: bool, n_fragments: int, rows: int, contexts_
         else:
             window = max(buffer_rows or 1 << 17, batch)
             block = block_rows or max(64, min(chunk_rows, window * run // batch))
-        if predicted_quality(batch, max(1, batch * block // window), window // block, n_fragments, rows,
+        # blocks are cut at chunk ends, so a fragment's blocks average fewer rows than block_rows:
+        # more, smaller blocks per window, and some fragments with an extra block in it
+        eff = _mean_block_rows(rows / max(n_fragments, 1), chunk_rows, block)
+        if predicted_quality(batch, max(1.0, batch * eff / window), window / eff, n_fragments, rows,
                              cpf) >= target:
             break
+    if rank_rows is not None and block_rows is None:
+        m = min_blocks_per_window(batch)
+        if direct and buffer_rows is None:
+            window = max(window, block * m)
+        span = max(1, min(window, rank_rows))
+        block = min(block, max(1, -(-span // m)))
+        if rank_rows <= SMALL_RANK_ROWS:
+            block = min(block, max(1, -(-span // max(batch, 1))))
     return block, window

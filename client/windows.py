@@ -19,24 +19,32 @@ import numpy as np
 
 from actlake.client import shuffle as sh
 from actlake.client.buffers import WindowBuffers, as_records
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import StoreDamagedError
 
 if TYPE_CHECKING:
     from actlake.client.dataset import ActivationDataset
+
+try:
+    import resource
+except ImportError:  # not POSIX
+    resource = None  # type: ignore[assignment]
 
 
 class Window:
     """Segments [s0, s1) of a rank's plan, their stream order, and the batches that read them."""
 
     def __init__(self, ds: "ActivationDataset", hooks: list[str], segments: sh.Segments, s0: int, s1: int,
-                 order: Future):
+                 order: Future, rot: np.ndarray | None = None):
         self.ds, self.hooks = ds, hooks
         self.num_segments = s1 - s0
         self.order = order  # the window's stream order (shuffle.window_order)
         seg = segments
         self.frag, self.chunk = seg.frag[s0:s1], seg.chunk[s0:s1]
         self.lo, self.hi, self.k0 = seg.lo[s0:s1], seg.hi[s0:s1], seg.k0[s0:s1]
-        self.n = int(seg.rows[s0:s1].sum())
+        self.used = seg.rows[s0:s1]  # rows each segment gives the stream
+        # stream row i of segment j is its used row (i + rot[j]) % used[j] (shuffle.rotations)
+        self.rot = np.zeros(self.num_segments, dtype=np.int64) if rot is None else np.asarray(rot, dtype=np.int64)
+        self.n = int(self.used.sum())
         # dataset row id of stored row 0 of each segment's chunk
         self.base_rows = np.asarray(ds.snapshot.offsets)[self.frag] + self.chunk * ds.chunk_rows
         self.readers: list[threading.Event] = []  # set when each batch reading this window is built
@@ -64,6 +72,7 @@ class FileHandles:
     def __init__(self):
         self._open: dict[str, list[int]] = {}  # path -> [fd, users]
         self._lock = threading.Lock()
+        self.checks: dict[tuple[int, str, int], Future] = {}  # whole-chunk checksum checks in flight
 
     def acquire(self, path: str) -> int:
         with self._lock:
@@ -72,7 +81,7 @@ class FileHandles:
                 try:
                     entry = self._open[path] = [os.open(path, os.O_RDONLY), 0]
                 except FileNotFoundError:
-                    raise ActlakeError(f"store is damaged: missing chunk {path}") from None
+                    raise StoreDamagedError(path, "missing chunk") from None
             entry[1] += 1
             return entry[0]
 
@@ -88,9 +97,7 @@ class FileHandles:
 def raise_open_file_limit() -> int:
     """Raise this process's soft limit on open files to the hard limit (at most 1 << 16): direct
     windows keep one descriptor per chunk file they read.  Returns the limit now in force."""
-    try:
-        import resource
-    except ImportError:  # not POSIX
+    if resource is None:  # not POSIX
         return 512
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard if hard != resource.RLIM_INFINITY else 1 << 16, 1 << 16)
@@ -119,6 +126,21 @@ class DirectWindow(Window):
             raise
         self._fd_of = {h: [self._fds[h, j] for j in range(self.num_segments)] for h in self.hooks}
         self.advised = io.submit(self._advise, lead_rows)
+        # each chunk is checked whole against its CRC-32C once per dataset (verify_reads): batches
+        # of this window wait for the checks of the chunks they read (spread over the I/O threads)
+        todo = {(int(self.frag[j]), h, int(self.chunk[j])): self._fds[h, j]
+                for h in self.hooks for j in range(self.num_segments)} if self.ds.verify_reads else {}
+        self.checked = []
+        for key, fd in todo.items():
+            if key not in self.ds._verified:
+                fut = files.checks.get(key)
+                if fut is None:
+                    fut = files.checks[key] = io.submit(self.ds._verify_chunk, *key, fd)
+                self.checked.append(fut)
+
+    def wait(self) -> None:
+        for f in self.checked:
+            f.result()
 
     def _advise(self, lead_rows: int) -> None:
         """Ask the kernel to read the window's byte ranges ahead (a no-op when they are cached):
@@ -141,7 +163,8 @@ class DirectWindow(Window):
 
     def copy(self, hook: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         # A segment's runs in consecutive batches are adjacent in its file (the window order takes
-        # each segment's rows in sequence), so each segment is one preadv scattering into them all.
+        # each segment's rows in sequence), so each segment is one preadv scattering into them all
+        # (two where the segment's rotation wraps around its end).
         rb = self._row_bytes[hook]
         reads: dict[int, list] = {}  # segment -> [first row, [destination views]]
         for js, i0, i1, dst in parts:
@@ -153,20 +176,32 @@ class DirectWindow(Window):
                     reads[j] = [first, [view[a:b]]]
                 else:
                     entry[1].append(view[a:b])
-        fds, lo = self._fd_of[hook], self.lo
+        fds, lo, rot, used = self._fd_of[hook], self.lo, self.rot, self.used
         for j, (first, views) in reads.items():
+            start = (first + int(rot[j])) % int(used[j])
             want = sum(v.nbytes for v in views)
-            if os.preadv(fds[j], views, (int(lo[j]) + first) * rb) != want:
-                raise ActlakeError(f"store is damaged: chunk {self._paths[hook, j]} is truncated")
+            tail = (int(used[j]) - start) * rb  # bytes before the rotation wraps to the segment start
+            if want <= tail:
+                pieces = [(start, views, want)]
+            else:
+                head, rest = _split_views(views, tail)
+                pieces = [(start, head, tail), (0, rest, want - tail)]
+            for row, vs, n in pieces:
+                if os.preadv(fds[j], vs, (int(lo[j]) + row) * rb) != n:
+                    raise StoreDamagedError(self._paths[hook, j], "chunk is truncated")
 
     def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
-        return _runs_index(self.base_rows[js] + self.lo[js] + i0, i1 - i0)
+        return self.base_rows[np.repeat(js, i1 - i0)] + self.lo[np.repeat(js, i1 - i0)] + _rotated(self, js, i0, i1)
 
     def close(self) -> None:
-        if hasattr(self, "advised"):
-            try:  # never close a descriptor fadvise may still use
-                self.advised.result()
+        for f in [getattr(self, "advised", None), *getattr(self, "checked", [])]:
+            if f is None:
+                continue
+            try:  # never close a descriptor fadvise or a check may still use
+                f.result()
             except CancelledError:  # (never ran)
+                pass
+            except Exception:  # a failed check was raised to the batch that waited for it
                 pass
         fds, self._fds = self._fds, {}
         for key in fds:
@@ -196,6 +231,8 @@ class StagedWindow(Window):
             f, c, lo, hi, a = int(self.frag[j]), int(self.chunk[j]), int(self.lo[j]), int(self.hi[j]), int(self.pos[j])
             reader = self.ds._reader(f)
             for h in self.hooks:
+                if reader.verify and self.ds.manifest.hooks[h].codec == "none" and (lo, hi) != (0, reader.chunk_rows_of(c)):
+                    self.ds._verify_chunk(f, h, c)  # a byte range is read: check the chunk whole, once
                 reader.read_rows_into(h, c, lo, hi, b.arrays[h][a:a + hi - lo])
             b.row_ids[a:a + hi - lo] = np.arange(lo, hi) + base[j]
             if self.filt is not None:
@@ -213,9 +250,15 @@ class StagedWindow(Window):
 
     def _rows(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
         """Positions in the staging buffer of what ``copy`` writes."""
+        idx = _rotated(self, js, i0, i1)  # used row of its segment, per element
+        seg = np.repeat(js, i1 - i0)
         if self.filt is None:
-            return _runs_index(self.pos[js] + i0, i1 - i0)
-        return np.concatenate([self.pos[j] + self.kept[j][a:b] for j, a, b in zip(js.tolist(), i0.tolist(), i1.tolist())])
+            return self.pos[seg] + idx
+        out = np.empty(len(idx), dtype=np.int64)
+        for j in np.unique(js).tolist():
+            sel = seg == j
+            out[sel] = self.pos[j] + self.kept[j][idx[sel]]
+        return out
 
     def copy(self, hook: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         for js, i0, i1, dst in parts:
@@ -223,6 +266,28 @@ class StagedWindow(Window):
 
     def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
         return self.buf.row_ids[self._rows(js, i0, i1)]
+
+
+def _rotated(win: Window, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
+    """For runs [i0[k], i1[k]) of stream rows of segments js[k]: each element's used row of its
+    segment after the window's rotation ((i + rot[j]) mod used[j])."""
+    lengths = i1 - i0
+    seg = np.repeat(js, lengths)
+    return (_runs_index(i0, lengths) + win.rot[seg]) % np.maximum(win.used[seg], 1)
+
+
+def _split_views(views: list[memoryview], nbytes: int) -> tuple[list[memoryview], list[memoryview]]:
+    """Views covering the first ``nbytes`` of the concatenation, and the rest (one view may split)."""
+    head: list[memoryview] = []
+    for i, v in enumerate(views):
+        if nbytes >= v.nbytes:
+            head.append(v)
+            nbytes -= v.nbytes
+            continue
+        if nbytes:
+            head.append(v[:nbytes])
+        return head, [v[nbytes:], *views[i + 1:]]
+    return head, []
 
 
 def _runs_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

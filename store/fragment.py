@@ -8,9 +8,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
+import os
+import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import google_crc32c
 import numcodecs
 import numpy as np
 import pyarrow as pa
@@ -18,7 +22,7 @@ import pyarrow.parquet as pq
 import zarr
 import zarr.codecs
 
-from actlake.schemas.errors import ActlakeError, NonFiniteError
+from actlake.schemas.errors import NonFiniteError, StoreDamagedError
 from actlake.schemas.fragment import FragmentRecord
 from actlake.schemas.hooks import HookInfo
 from actlake.store import layout
@@ -28,6 +32,14 @@ from actlake.store.fs import StoreFS
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def crc32c(data) -> int:
+    """CRC-32C (Castagnoli) of ``data``: the cheap per-object check readers verify on every whole
+    read (≈5.6 GB/s on one core here, vs ≈1.3 GB/s for sha256; the checksum S3 offers natively)."""
+    if not isinstance(data, (bytes, np.ndarray)):  # the C extension takes bytes or numpy buffers
+        data = np.frombuffer(data, dtype=np.uint8)
+    return google_crc32c.value(data)
 
 
 def _codecs(info: HookInfo):
@@ -167,7 +179,8 @@ def write_fragment(
         objects[f"{frag_path}/{layout.DOCUMENTS}"] = buf.getvalue()
     store.write_many(objects)
     sums = {k[len(frag_path) + 1:]: [len(v), sha256(v)] for k, v in objects.items()}
-    blob = json.dumps({"num_rows": n, "files": sums}, sort_keys=True).encode()
+    crcs = {k[len(frag_path) + 1:]: crc32c(v) for k, v in objects.items()}  # checked by readers
+    blob = json.dumps({"num_rows": n, "files": sums, "crc32c": crcs}, sort_keys=True).encode()
     store.write_bytes(f"{frag_path}/{layout.CHECKSUMS}", blob)
     hook_bytes = {name: sum(v[0] for k, v in sums.items() if k.startswith(f"{layout.ACTS}/{hooks[name].array}/"))
                   for name in arrays}
@@ -180,12 +193,24 @@ class NonFiniteWarning(UserWarning):
 
 @dataclass
 class FragmentReader:
-    """Reads whole chunks and provenance of one committed fragment."""
+    """Reads whole chunks and provenance of one committed fragment.
+
+    With ``verify`` (the default), every whole object read is checked against the fragment's
+    checksum file (size, then CRC-32C; sha256 for stores written before CRC-32C was recorded), and
+    a mismatch raises ``StoreDamagedError`` naming the object.  Byte ranges of a chunk cannot be
+    checked alone: ``verify_chunk_file`` checks a local chunk file whole (the direct read path
+    calls it once per chunk and dataset).  Chunks may hold only their real rows (the last chunk of
+    a fragment need not be padded to ``chunk_rows``)."""
 
     store: StoreFS
     record: FragmentRecord
     hooks: dict[str, HookInfo]
     chunk_rows: int
+    verify: bool = True
+    _sums: dict | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _decoded: dict = field(default_factory=dict, repr=False)  # hook -> (chunk, rows): last compressed chunk
+    _decode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def num_chunks(self) -> int:
@@ -197,30 +222,109 @@ class FragmentReader:
     def _key(self, info: HookInfo, chunk: int) -> str:
         return f"{self.record.path}/{layout.chunk_key(info.array, chunk, 1 + len(info.shape))}"
 
-    def read_chunk(self, hook: str, chunk: int) -> np.ndarray:
-        """Rows of one chunk in the storage dtype, shape (rows_in_chunk, *shape)."""
-        info = self.hooks[hook]
-        key = self._key(info, chunk)
+    def _damaged(self, key: str, problem: str) -> StoreDamagedError:
+        return StoreDamagedError(self.store.path(key), problem)
+
+    def checksums(self) -> dict:
+        """The fragment's checksum file (read once), checked against its commit record."""
+        if self._sums is None:
+            key = f"{self.record.path}/{layout.CHECKSUMS}"
+            try:
+                blob = self.store.read_bytes(key)
+            except FileNotFoundError:
+                raise self._damaged(key, "checksum file missing") from None
+            if sha256(blob) != self.record.checksums_sha256:
+                raise self._damaged(key, "checksum file does not match its commit")
+            sums = json.loads(blob)
+            with self._lock:
+                self._sums = sums
+        return self._sums  # type: ignore[return-value]
+
+    def check_object(self, key: str, data: "bytes | np.ndarray") -> None:
+        """Raise ``StoreDamagedError`` unless ``data`` is the committed content of ``key``."""
+        size, crc, digest = self._committed(key)
+        if len(data) != size:
+            raise self._damaged(key, f"{len(data)} bytes, committed {size} (truncated or replaced)")
+        if (crc32c(data) != crc) if crc is not None else (sha256(data) != digest):
+            raise self._damaged(key, "checksum mismatch (the bytes changed after commit)")
+
+    def _committed(self, key: str) -> tuple[int, int | None, str]:
+        """(size, CRC-32C or None for stores written before it, sha256) recorded for ``key``."""
+        sums = self.checksums()
+        rel = key[len(self.record.path) + 1:]
+        entry = sums["files"].get(rel)
+        if entry is None:
+            raise self._damaged(key, "not listed in the fragment's checksum file")
+        return int(entry[0]), sums.get("crc32c", {}).get(rel), entry[1]
+
+    def _read_object(self, key: str) -> bytes:
         try:
             raw = self.store.read_bytes(key)
         except FileNotFoundError:
-            raise ActlakeError(f"store is damaged: missing chunk {key}") from None
-        return decode_chunk(raw, info, self.chunk_rows, self.chunk_rows_of(chunk))[: self.chunk_rows_of(chunk)]
+            raise self._damaged(key, "missing") from None
+        if self.verify:
+            self.check_object(key, raw)
+        return raw
+
+    def read_chunk(self, hook: str, chunk: int) -> np.ndarray:
+        """Rows of one chunk in the storage dtype, shape (rows_in_chunk, *shape); verified."""
+        info = self.hooks[hook]
+        key = self._key(info, chunk)
+        raw = self._read_object(key)
+        try:
+            return decode_chunk(raw, info, self.chunk_rows, self.chunk_rows_of(chunk))
+        except StoreDamagedError as e:
+            raise self._damaged(key, e.problem) from None
+
+    def verify_chunk_file(self, hook: str, chunk: int, fd: int | None = None) -> None:
+        """Check a local chunk file whole against its checksum (``fd``: an open descriptor of it)."""
+        key = self._key(self.hooks[hook], chunk)
+        if fd is None:
+            self._read_object(key)
+            return
+        size = os.fstat(fd).st_size
+        if not size:
+            self.check_object(key, b"")
+            return
+        try:  # map the cached pages in one go and checksum them in place (no copy, no fresh pages)
+            m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+        except (OSError, ValueError, AttributeError):
+            self.check_object(key, os.pread(fd, size, 0))
+            return
+        want_size, crc, digest = self._committed(key)
+        try:
+            view = np.frombuffer(m, dtype=np.uint8)
+            same = (crc32c(view) == crc) if crc is not None else (sha256(view) == digest)  # type: ignore[arg-type]
+            del view
+        finally:
+            m.close()
+        if size != want_size:
+            raise self._damaged(key, f"{size} bytes, committed {want_size} (truncated or replaced)")
+        if not same:
+            raise self._damaged(key, "checksum mismatch (the bytes changed after commit)")
 
     def read_rows(self, hook: str, chunk: int, lo: int, hi: int) -> np.ndarray:
         """Rows [lo, hi) of one chunk.  Uncompressed chunks are read as a byte range (one read,
-        nothing decoded); compressed chunks are read whole and decoded."""
+        nothing decoded; verified when the range is the whole chunk); compressed chunks are read
+        whole, verified and decoded."""
         info = self.hooks[hook]
         if info.codec != "none":
+            # blocks smaller than a chunk (small shuffled stores) share one decode of their chunk
+            with self._decode_lock:
+                got = self._decoded.get(hook)
+                if got is None or got[0] != chunk:
+                    got = self._decoded[hook] = (chunk, self.read_chunk(hook, chunk))
+            return got[1][lo:hi]
+        if self.verify and lo == 0 and hi >= self.chunk_rows_of(chunk):
             return self.read_chunk(hook, chunk)[lo:hi]
         key = self._key(info, chunk)
         rb = info.row_bytes
         try:
             raw = self.store.fs.cat_file(self.store.path(key), start=lo * rb, end=hi * rb)
         except FileNotFoundError:
-            raise ActlakeError(f"store is damaged: missing chunk {key}") from None
+            raise self._damaged(key, "missing") from None
         if len(raw) != (hi - lo) * rb:
-            raise ActlakeError(f"store is damaged: chunk {key} is truncated")
+            raise self._damaged(key, "truncated")
         return np.frombuffer(raw, dtype=STORAGE[info.dtype]).reshape(hi - lo, *info.shape)
 
     def chunk_path(self, hook: str, chunk: int) -> str:
@@ -229,9 +333,11 @@ class FragmentReader:
 
     def read_rows_into(self, hook: str, chunk: int, lo: int, hi: int, out: np.ndarray) -> None:
         """Rows [lo, hi) of one chunk written into ``out`` (contiguous, hi - lo rows).  On a local
-        disk, uncompressed rows go from the page cache straight into ``out`` with one read."""
+        disk, uncompressed rows go from the page cache straight into ``out`` with one read (whole
+        chunks are read, verified, then copied when ``verify`` is on)."""
         info = self.hooks[hook]
-        if info.codec == "none" and self.store.is_local:
+        whole = lo == 0 and hi >= self.chunk_rows_of(chunk)
+        if info.codec == "none" and self.store.is_local and not (self.verify and whole):
             key = self._key(info, chunk)
             view = memoryview(out).cast("B")
             try:
@@ -239,29 +345,42 @@ class FragmentReader:
                     f.seek(lo * info.row_bytes)
                     got = f.readinto(view)
             except FileNotFoundError:
-                raise ActlakeError(f"store is damaged: missing chunk {key}") from None
+                raise self._damaged(key, "missing") from None
             if got != len(view):
-                raise ActlakeError(f"store is damaged: chunk {key} is truncated")
+                raise self._damaged(key, "truncated")
         else:
             out[...] = self.read_rows(hook, chunk, lo, hi)
 
     def read_provenance(self, columns: list[str] | None = None) -> pa.Table:
+        """The fragment's provenance table (``columns``: only these).  A whole read is verified."""
+        key = f"{self.record.path}/{layout.PROVENANCE}"
         try:
-            with self.store.fs.open(self.store.path(f"{self.record.path}/{layout.PROVENANCE}"), "rb") as f:
+            if self.verify and columns is None:
+                return pq.read_table(pa.BufferReader(self._read_object(key)))
+            with self.store.fs.open(self.store.path(key), "rb") as f:
                 return pq.read_table(f, columns=columns)
         except FileNotFoundError:
-            raise ActlakeError(f"store is damaged: missing provenance of {self.record.path}") from None
+            raise self._damaged(key, "missing") from None
+        except (pa.ArrowInvalid, OSError) as e:
+            if isinstance(e, StoreDamagedError):
+                raise
+            raise self._damaged(key, f"unreadable parquet ({e})") from None
 
 
 def decode_chunk(raw: bytes, info: HookInfo, chunk_rows: int, rows: int | None = None) -> np.ndarray:
-    """Decode one stored chunk (bytes codec, optional blosc/zstd) into a (k, *shape) array: k is
-    ``chunk_rows`` (padded chunk, older stores) or ``rows`` (a last chunk stored with its real rows)."""
+    """Decode one stored chunk (bytes codec, optional blosc/zstd) into a (rows, *shape) array.
+
+    A chunk holds ``chunk_rows`` rows (zarr pads the last one) or only its ``rows`` real rows.
+    Raises ``StoreDamagedError`` (path "chunk of HOOK") when the bytes do not decode to either."""
     if info.codec == "zstd":
-        raw = numcodecs.Blosc().decode(raw)
+        try:
+            raw = numcodecs.Blosc().decode(raw)
+        except Exception as e:  # blosc raises RuntimeError/ValueError on damaged frames
+            raise StoreDamagedError(f"chunk of {info.name}", f"cannot decode ({e})") from None
     dt = STORAGE[info.dtype]
-    per_row = int(np.prod(info.shape)) * dt.itemsize
-    k = len(raw) // per_row if per_row else 0
-    if len(raw) % per_row or k not in (chunk_rows, rows if rows is not None else chunk_rows):
-        raise ActlakeError(f"store is damaged: chunk of {info.name} has {len(raw)} bytes, expected "
-                           f"{(rows if rows is not None else chunk_rows) * per_row}")
-    return np.frombuffer(raw, dtype=dt).reshape(k, *info.shape)
+    row_bytes = int(np.prod(info.shape)) * dt.itemsize
+    rows = chunk_rows if rows is None else rows
+    if len(raw) not in (chunk_rows * row_bytes, rows * row_bytes) or not row_bytes:
+        raise StoreDamagedError(f"chunk of {info.name}",
+                                f"{len(raw)} bytes, expected {rows * row_bytes} or {chunk_rows * row_bytes}")
+    return np.frombuffer(raw, dtype=dt).reshape(-1, *info.shape)[:rows]

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import ActlakeError, NotADatasetError
 from actlake.schemas.fragment import FragmentRecord
 from actlake.store import layout
 from actlake.store.commitlog import CommitLog
@@ -73,11 +73,18 @@ def committed_sizes(snap, hooks: dict) -> tuple[int, dict[str, int]]:
 
 
 def verify_store(store: StoreFS, on_fragment: Callable[[int], None] | None = None, threads: int = 8) -> VerifyReport:
-    """Check manifest, log, every fragment file, and that committed units cover the job exactly once."""
+    """Check manifest, log, every fragment file, and that committed units cover the job exactly once.
+
+    Damage is reported in ``VerifyReport.errors``; a location that holds no dataset at all raises.
+
+    Raises:
+        NotADatasetError: ``store`` is a plain file, a missing path, or a folder without a manifest."""
     rep = VerifyReport()
     try:
         manifest = read_manifest(store)
         snap = CommitLog(store).snapshot()
+    except NotADatasetError:
+        raise
     except ActlakeError as e:
         rep.errors.append(str(e))
         return rep

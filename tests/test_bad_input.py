@@ -88,7 +88,7 @@ def test_unreadable_store(tmp_path, cmd):
         assert_one_error(run(cmd, str(tmp_path / "nothing")), "not an actlake dataset")
     else:
         res = run(cmd, str(tmp_path / "nothing"))
-        assert res.returncode == 1 and "not an actlake dataset" in res.stderr
+        assert res.returncode != 0 and "not an actlake dataset" in res.stderr  # NotADatasetError: one error line
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "actlake.json").write_text("{not json")
     res = run(cmd, str(tmp_path / "bad"))

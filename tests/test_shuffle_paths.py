@@ -127,7 +127,7 @@ def test_direct_and_staged_paths_give_the_same_batches(store, kw):
 def test_compressed_store_streams_every_row_once(tmp_path):
     ds = actlake.open_dataset(make_store(str(tmp_path / "z"), codec="zstd"))
     s = ds.batches(50, seed=2, with_provenance=True, drop_last=False)
-    assert not s._direct and s.block_rows == ds.chunk_rows
+    assert not s._direct and s.block_rows <= ds.chunk_rows  # small ranks: blocks below a chunk
     got = []
     for b in s:
         assert np.array_equal(b["h"][:, 0].numpy(), b["row_id"].numpy().astype(np.float32))
