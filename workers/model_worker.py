@@ -19,7 +19,8 @@ from actlake.store.dtypes import TORCH, storage_dtype_name
 from actlake.store.fragment import write_fragment
 from actlake.store.fs import open_store
 from actlake.workers.capture import extract_images, extract_text, load_images
-from actlake.workers.hooks import Capture, resolve_hooks
+from actlake.workers.capture_vision import forward_inputs
+from actlake.workers.hooks import Capture, check_row_sizes, hook_meta, resolve_hooks, row_layout
 from actlake.workers.models import load_model
 from actlake.workers.units import ImageUnit, TextUnit
 
@@ -37,7 +38,8 @@ class ModelWorker:
         if not hasattr(self, "lm"):
             self.lm = load_model(self.job.model, self.job.revision, self.job.compute_dtype, self.job.device,
                                  self.job.is_vision)
-            self.hooks = resolve_hooks(self.lm.model, self.job.hooks)
+            self.hooks = resolve_hooks(self.lm.model, self.job.hooks,
+                                       key_len=None if self.job.is_vision else self.job.context_len)
 
     def describe(self, probe_image: str | None = None) -> tuple[dict[str, HookInfo], ModelInfo, TokenizerInfo | None]:
         """Resolve hook shapes with one tiny forward pass (before anything is written)."""
@@ -47,7 +49,7 @@ class ModelWorker:
                 if probe_image is None:
                     raise ActlakeError("image source is empty")
                 px = load_images(self.lm, [probe_image]).to(self.lm.device, TORCH[self.job.compute_dtype])
-                out = cap.run(pixel_values=px)
+                out = cap.run(**forward_inputs(self.lm.model, px))
             else:
                 tok = self.lm.tokenizer_info
                 fill = next((t for t in (tok.eos_token_id, tok.bos_token_id, 0) if t is not None), 0)
@@ -55,18 +57,13 @@ class ModelWorker:
                 out = cap.run(input_ids=ids, attention_mask=torch.ones_like(ids))
         infos = {}
         for h in self.hooks:
-            t = out[h.name]
-            if self.job.is_vision:
-                shape, kind = ([int(t.shape[1])], "spatial") if t.dim() == 4 else ([int(t.shape[-1])], "tokens")
-            else:
-                if t.dim() < 3:
-                    raise ActlakeError(f"hook {h.name} gives shape {tuple(t.shape)}, not (batch, seq, ...)")
-                shape, kind = [int(x) for x in t.shape[2:]], "tokens"
+            shape, kind = row_layout(h, out[h.name], self.job.is_vision)
             infos[h.name] = HookInfo(
                 name=h.name, module=h.module_name, io=h.io, array=array_name(h.name), shape=shape,
                 dtype=self.job.dtype, storage_dtype=storage_dtype_name(self.job.dtype),
-                codec=self.job.compression, layout=kind,
+                codec=self.job.compression, layout=kind, **hook_meta(h),
             )
+        check_row_sizes(infos, self.job.fragment_tokens, self.job.max_tokens)
         self.infos = infos
         return infos, self.lm.info, self.lm.tokenizer_info
 
