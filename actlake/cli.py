@@ -127,6 +127,10 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
         raise typer.Exit(1)
 
 
+from actlake.cli_hooks import hooks as _hooks_cmd  # noqa: E402
+app.command(name="hooks")(_hooks_cmd)
+
+
 def main() -> None:
     from actlake.schemas.errors import ActlakeError
 
