@@ -38,6 +38,8 @@ def extract(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address; default: embedded local Ray"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    weights: Optional[str] = typer.Option(None, help="parameters to export next to the activations "
+                                          "(names, wildcards, or blocks.*.attn.W_Q style; read with ds.weights(name))"),
 ) -> None:
     """Extract activations (no arguments: the built-in demo).  Re-running an interrupted job resumes it."""
     from actlake.schemas.job import load_job
@@ -48,7 +50,7 @@ def extract(
         config, model=model, hooks=hooks, data=data, out=out_uri, max_tokens=max_tokens, max_images=max_images,
         context_len=context_len, batch_size=batch_size, dtype=dtype, compression=compression,
         fragment_tokens=fragment_tokens, chunk_rows=chunk_rows, num_workers=num_workers, device=device,
-        progress=None if progress else False,
+        progress=None if progress else False, weights=weights,
     )
     if is_demo:
         err.print(f"[bold]demo[/]: {job.model} on the Python standard library sources "

@@ -85,6 +85,11 @@ class ActivationDataset:
         return r
 
     # ---- random access ------------------------------------------------------------------------
+    def weights(self, name: str | None = None):
+        """Exported model weight ``name`` → torch.Tensor (``None``: the stored names); see client/weights.py."""
+        from actlake.client.weights import load_weight
+        return load_weight(self.store, name)
+
     def take(self, row_ids, hooks: list[str] | str | None = None) -> dict[str, torch.Tensor]:
         """Rows by global id, in the order given.  Reads each touched chunk once."""
         hooks = self._check_hooks(hooks)

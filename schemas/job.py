@@ -56,6 +56,12 @@ class JobSpec(BaseModel):
     num_workers: int | None = Field(None, ge=1)
     device: str = "auto"
     progress: bool = True
+    weights: list[str] = Field(default_factory=list, description="parameters to export next to the activations")
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights(cls, v: Any) -> Any:
+        return [w.strip() for w in v.split(",") if w.strip()] if isinstance(v, str) else v
 
     @field_validator("hooks", mode="before")
     @classmethod

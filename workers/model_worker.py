@@ -21,7 +21,9 @@ from actlake.store.fs import open_store
 from actlake.workers.capture import extract_images, extract_text, load_images
 from actlake.workers.capture_vision import forward_inputs
 from actlake.workers.hooks import Capture, check_row_sizes, hook_meta, resolve_hooks, row_layout
+from actlake.store.weights import read_index, write_weights
 from actlake.workers.models import load_model
+from actlake.workers.weights_export import export_arrays, resolve_weights
 from actlake.workers.units import ImageUnit, TextUnit
 
 
@@ -64,6 +66,8 @@ class ModelWorker:
                 codec=self.job.compression, layout=kind, **hook_meta(h),
             )
         check_row_sizes(infos, self.job.fragment_tokens, self.job.max_tokens)
+        if self.job.weights:
+            resolve_weights(self.lm.model, self.job.weights)  # bad names fail before anything is written
         self.infos = infos
         return infos, self.lm.info, self.lm.tokenizer_info
 
@@ -88,6 +92,9 @@ class ModelWorker:
         """Lease → process → commit until the coordinator has no work.  Returns units processed."""
         import ray
 
+        if self.job.weights and self.worker_id == "w0" and read_index(self.store) is None:
+            arrays, meta = export_arrays(self.lm.model, self.job.weights)
+            write_weights(self.store, arrays, meta, self.lm.info.model_dump(mode="json"))
         n = 0
         while True:
             unit = ray.get(coordinator.lease.remote(self.worker_id))
