@@ -84,7 +84,7 @@ class JobSpec(BaseModel):
 
     @property
     def is_vision(self) -> bool:
-        return self.data.type == "images"
+        return self.data.type == "images" or self.data.image_field is not None
 
 
 def load_job(path: str | Path | None = None, **overrides: Any) -> JobSpec:

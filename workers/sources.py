@@ -93,6 +93,10 @@ def _raw_docs(spec: SourceSpec) -> Iterator[tuple[str, str | None]]:
                 labels = d.get(spec.label_field) if spec.label_field else None
                 for i, t in enumerate(d[spec.text_field]):
                     yield (t or ""), (None if labels is None or labels[i] is None else str(labels[i]))
+    elif spec.type in ("arrow", "hf-dataset"):
+        from actlake.workers.sources_hf import iter_table_docs
+
+        yield from iter_table_docs(spec)
     else:
         raise ActlakeError(f"source type {spec.type!r} holds images, not text")
 
@@ -112,6 +116,10 @@ class ImageItem:
 
 def list_images(spec: SourceSpec) -> list[ImageItem]:
     """Image-folder order: sorted relative paths; a sub-folder name is the label."""
+    if spec.type != "images":
+        from actlake.workers.sources_hf import list_table_images
+
+        return list_table_images(spec)
     root = spec.path or ""
     if not os.path.isdir(root):
         raise ActlakeError(f"image folder not found: {root}")
