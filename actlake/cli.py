@@ -38,6 +38,7 @@ def extract(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address; default: embedded local Ray"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    tokens_per_context: Optional[int] = typer.Option(None, help="keep N random positions per context (seeded by --seed)"),
     weights: Optional[str] = typer.Option(None, help="parameters to export next to the activations "
                                           "(names, wildcards, or blocks.*.attn.W_Q style; read with ds.weights(name))"),
 ) -> None:
@@ -50,7 +51,7 @@ def extract(
         config, model=model, hooks=hooks, data=data, out=out_uri, max_tokens=max_tokens, max_images=max_images,
         context_len=context_len, batch_size=batch_size, dtype=dtype, compression=compression,
         fragment_tokens=fragment_tokens, chunk_rows=chunk_rows, num_workers=num_workers, device=device,
-        progress=None if progress else False, weights=weights,
+        progress=None if progress else False, weights=weights, tokens_per_context=tokens_per_context,
     )
     if is_demo:
         err.print(f"[bold]demo[/]: {job.model} on the Python standard library sources "

@@ -56,6 +56,7 @@ class JobSpec(BaseModel):
     num_workers: int | None = Field(None, ge=1)
     device: str = "auto"
     progress: bool = True
+    tokens_per_context: int | None = Field(None, ge=1, description="keep this many random positions per context (seeded)")
     weights: list[str] = Field(default_factory=list, description="parameters to export next to the activations")
 
     @field_validator("weights", mode="before")

@@ -11,6 +11,7 @@ from actlake.schemas.job import JobSpec
 from actlake.store.dtypes import TORCH, tensor_to_storage
 from actlake.workers.hooks import Capture, ResolvedHook
 from actlake.workers.models import LoadedModel
+from actlake.workers.token_sampling import sample_keep
 from actlake.workers.units import ImageUnit, TextUnit, row_permutation
 
 
@@ -44,6 +45,7 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
             k[0] = False
         if drop_eos:
             k &= ctx.tokens != eos
+        k = sample_keep(k, job.tokens_per_context, job.seed, unit.first_context + ci)
         keeps.append(k)
         cols["doc_id"].append(ctx.doc_id[k])
         cols["context_id"].append(np.full(int(k.sum()), unit.first_context + ci, dtype=np.int64))
