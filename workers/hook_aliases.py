@@ -47,7 +47,7 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
     modules = dict(model.named_modules())
     ids = {id(m): n for n, m in modules.items()}
     out: dict[str, tuple[str, str, str | None]] = {}
-    vision = "pixel_values" in getattr(model, "main_input_name", "") or "embeddings" in dict(model.named_children())
+    vision = getattr(model, "main_input_name", "") == "pixel_values"
     emb = None
     try:
         e = model.get_input_embeddings()
