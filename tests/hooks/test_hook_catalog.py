@@ -28,3 +28,26 @@ def test_convnext_catalog_spatial():
     rows = {r.name: r for r in catalog(m, vision=True)}
     assert rows["encoder.stages.1"].shape == [16] and rows["encoder.stages.1"].layout == "spatial"
     assert not any(n.startswith("blocks.") for n in rows)
+
+
+def test_resnet_stage_maps_and_activation_kinds():
+    from transformers import ResNetConfig, ResNetModel
+
+    from actlake.schemas.hooks import parse_hooks
+    from actlake.workers.hooks import Capture, resolve_hooks
+
+    torch.manual_seed(0)
+    m = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])).eval()
+    rows = {r.name: r for r in catalog(m, vision=True)}
+    assert rows["encoder.stages.1"].shape == [16] and rows["encoder.stages.1"].layout == "spatial"
+    conv = "encoder.stages.1.layers.0.layer.0"
+    px = torch.randn(1, 3, 64, 64)
+    got = {}
+    act = dict(m.named_modules())[f"{conv}.activation"]
+    h = act.register_forward_hook(lambda mod, a, o: got.update(pre=a[0], post=o))
+    with torch.no_grad():
+        m(pixel_values=px)
+    h.remove()
+    with Capture(m, resolve_hooks(m, parse_hooks([f"{conv}:pre", f"{conv}:post"]))) as cap:
+        out = cap.run(pixel_values=px)
+    assert torch.equal(out[f"{conv}:pre"], got["pre"]) and torch.equal(out[f"{conv}:post"], got["post"])
