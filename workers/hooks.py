@@ -258,6 +258,8 @@ def row_layout(hook: ResolvedHook, t: torch.Tensor, vision: bool) -> tuple[list[
     """Per-row shape and layout of a captured tensor: token maps ``(B, T, ...)`` → rows of
     ``t.shape[2:]``; conv maps ``(B, C, H, W)`` (vision, not a per-head kind) → H·W rows of width C.
     Raises HookError for tensors that are not row-shaped."""
+    if vision and hook.call == "all" and t.dim() == 5 and hook.kind not in HEAD_KINDS:
+        raise HookError(f"hook {hook.name}: ':call=all' stores token maps; for conv maps pick one call (:call=N)")
     if vision and t.dim() == 4 and hook.kind not in HEAD_KINDS and hook.call != "all":
         return [int(t.shape[1])], "spatial"
     if t.dim() < 3:
