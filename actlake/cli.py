@@ -85,6 +85,11 @@ def extract(
     nonfinite: str | None = typer.Option(
         None, help="inf/NaN activations: error (NonFiniteError), warn (store and count) or clamp",
         show_default=_default("nonfinite")),
+    tokens_per_context: int | None = typer.Option(
+        None, help="keep N random positions per context (seeded by the job seed)", show_default="all positions"),
+    weights: str | None = typer.Option(
+        None, help="parameters to export next to the activations (names, wildcards, or blocks.*.attn.W_Q style; "
+        "read with ds.weights(name))", show_default="none"),
 ) -> None:
     """Extract activations.  With no --config/--model/--hooks/--data/--out it runs the built-in demo
     (other flags apply to it).  Re-running an interrupted job resumes it; a job that failed before its
@@ -95,7 +100,8 @@ def extract(
     flags = dict(max_tokens=max_tokens, max_images=max_images, context_len=context_len, batch_size=batch_size,
                  dtype=dtype, compression=compression, fragment_tokens=fragment_tokens, chunk_rows=chunk_rows,
                  num_workers=num_workers, device=device, progress=None if progress else False,
-                 prepend_bos=prepend_bos, drop_tokens=drop_tokens, nonfinite=nonfinite)
+                 prepend_bos=prepend_bos, drop_tokens=drop_tokens, nonfinite=nonfinite,
+                 tokens_per_context=tokens_per_context, weights=weights)
     is_demo = config is None and all(v is None for v in (model, hooks, data, out_uri))
     if is_demo:
         job = parse_job({**DEMO_JOB, **{k: v for k, v in flags.items() if v is not None}})
@@ -238,6 +244,10 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
     else:
         err.print(f"[red]verify failed[/]: {len(rep.errors)} problem(s); {msg}")
         raise typer.Exit(1)
+
+
+from actlake.cli_hooks import hooks as _hooks_cmd  # noqa: E402
+app.command(name="hooks")(_hooks_cmd)
 
 
 def main() -> None:

@@ -143,6 +143,11 @@ class ActivationDataset:
         return ids
 
     # ---- random access ------------------------------------------------------------------------
+    def weights(self, name: str | None = None):
+        """Exported model weight ``name`` → torch.Tensor (``None``: the stored names); see client/weights.py."""
+        from actlake.client.weights import load_weight
+        return load_weight(self.store, name)
+
     def take(self, row_ids, hooks: list[str] | str | None = None) -> dict[str, torch.Tensor]:
         """Rows by global id, in the order given: ``{hook: tensor[len(row_ids), *shape]}`` in the hook's
         dtype.  Reads (and verifies) each touched chunk once.

@@ -63,6 +63,13 @@ class JobSpec(BaseModel):
     num_workers: int | None = Field(None, ge=1)
     device: str = "auto"
     progress: bool = True
+    tokens_per_context: int | None = Field(None, ge=1, description="keep this many random positions per context (seeded)")
+    weights: list[str] = Field(default_factory=list, description="parameters to export next to the activations")
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights(cls, v: Any) -> Any:
+        return [w.strip() for w in v.split(",") if w.strip()] if isinstance(v, str) else v
 
     @field_validator("hooks", mode="before")
     @classmethod
@@ -92,7 +99,7 @@ class JobSpec(BaseModel):
 
     @property
     def is_vision(self) -> bool:
-        return self.data.type == "images"
+        return self.data.type == "images" or self.data.image_field is not None
 
 
 def load_job(path: str | Path | None = None, **overrides: Any) -> JobSpec:

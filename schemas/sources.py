@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, model_validator
 
-SourceType = Literal["text", "jsonl", "parquet", "images", "python-stdlib"]
+SourceType = Literal["text", "jsonl", "parquet", "images", "python-stdlib", "arrow", "hf-dataset"]
 
 
 class SourceSpec(BaseModel):
@@ -14,6 +14,9 @@ class SourceSpec(BaseModel):
     ``text``: plain-text files (a file, a directory or a glob), one document per file.
     ``jsonl`` / ``parquet``: one document per line/row, text in ``text_field``.
     ``images``: an image folder; a sub-folder name is the image's label (ImageFolder layout).
+    ``arrow`` / ``hf-dataset``: Arrow IPC files, or a HuggingFace ``datasets`` folder (``save_to_disk``):
+    one document per row (``text_field``), or one image per row when ``image_field`` is set (or,
+    for parquet/arrow/hf-dataset, the table has an image column); see workers/sources_hf.py.
     ``python-stdlib``: the source files of the running Python's standard library (offline demo
     corpus: real English docstrings and comments plus code, present on every machine)."""
 
@@ -21,6 +24,7 @@ class SourceSpec(BaseModel):
     path: str | None = None
     text_field: str = "text"
     label_field: str | None = None
+    image_field: str | None = None  # parquet/arrow/hf-dataset: a column of encoded images → an image source
     max_docs: int | None = None
 
     @model_validator(mode="after")
@@ -39,6 +43,10 @@ class SourceSpec(BaseModel):
         low = text.lower()
         if low.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
             return cls(type="jsonl", path=text)
+        if low.endswith((".arrow", ".feather")):
+            return cls(type="arrow", path=text)
+        if low.startswith("hf:"):
+            return cls(type="hf-dataset", path=text.split(":", 1)[1])
         if low.endswith(".parquet"):
             return cls(type="parquet", path=text)
         if low.startswith("images:"):
@@ -47,6 +55,9 @@ class SourceSpec(BaseModel):
             return cls(type="text", path=text.split(":", 1)[1])
         import os
 
+        if os.path.isdir(text) and any(os.path.exists(os.path.join(text, m))
+                                       for m in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            return cls(type="hf-dataset", path=text)
         if os.path.isdir(text) and _looks_like_image_folder(text):
             return cls(type="images", path=text)
         return cls(type="text", path=text)

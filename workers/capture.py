@@ -12,6 +12,7 @@ from actlake.store.dtypes import TORCH, tensor_to_storage
 from actlake.workers.hooks import Capture, ResolvedHook
 from actlake.workers.models import LoadedModel
 from actlake.workers.text import keep_mask
+from actlake.workers.token_sampling import sample_keep
 from actlake.workers.units import ImageUnit, TextUnit, row_permutation
 
 
@@ -41,6 +42,7 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
     keeps, cols = [], {k: [] for k in ("doc_id", "context_id", "context_pos", "doc_pos", "token_id")}
     for ci, ctx in enumerate(unit.contexts):
         k = keep_mask(ctx, job.drop_tokens)
+        k = sample_keep(k, job.tokens_per_context, job.seed, unit.first_context + ci)
         keeps.append(k)
         cols["doc_id"].append(ctx.doc_id[k])
         cols["context_id"].append(np.full(int(k.sum()), unit.first_context + ci, dtype=np.int64))
@@ -85,82 +87,5 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
     return sink.arrays, table
 
 
-def load_images(lm: LoadedModel, paths: list[str]) -> torch.Tensor:
-    from PIL import Image
-
-    imgs = []
-    for p in paths:
-        try:
-            imgs.append(Image.open(p).convert("RGB"))
-        except Exception as e:
-            raise ActlakeError(f"cannot read image {p}: {e}") from None
-    if lm.processor is not None:
-        return lm.processor(images=imgs, return_tensors="pt")["pixel_values"]
-    s = lm.image_size or 224
-    arr = np.stack([np.asarray(im.resize((s, s), Image.BILINEAR), dtype=np.float32) for im in imgs])
-    return (torch.from_numpy(arr).permute(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
-
-
-def _vision_rows(t: torch.Tensor, name: str, patch_size: int | None, image_size: int) -> tuple[torch.Tensor, dict]:
-    """(B, T, D) token maps or (B, C, H, W) conv maps → (B, rows, D) plus per-row geometry."""
-    if t.dim() == 4:
-        B, C, H, W = t.shape
-        rows = t.permute(0, 2, 3, 1).reshape(B, H * W, C)
-        r, c = np.divmod(np.arange(H * W), W)
-        return rows, {"patch_row": r, "patch_col": c, "token_type": ["patch"] * (H * W)}
-    if t.dim() == 3:
-        B, T, D = t.shape
-        g = image_size // patch_size if patch_size else int(np.sqrt(T))
-        prefix = T - g * g
-        if prefix < 0:
-            raise ActlakeError(f"hook {name}: {T} tokens cannot hold a {g}x{g} patch grid")
-        r = np.concatenate([np.full(prefix, -1), np.arange(g * g) // g])
-        c = np.concatenate([np.full(prefix, -1), np.arange(g * g) % g])
-        types = (["cls"] if prefix else []) + ["register"] * max(prefix - 1, 0) + ["patch"] * (g * g)
-        return t, {"patch_row": r, "patch_col": c, "token_type": types}
-    raise ActlakeError(f"hook {name} gives shape {tuple(t.shape)}; vision hooks need (B,T,D) or (B,C,H,W)")
-
-
-def extract_images(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, HookInfo], unit: ImageUnit,
-                   job: JobSpec) -> tuple[dict[str, np.ndarray], pa.Table]:
-    cfg = lm.model.config
-    patch = getattr(cfg, "patch_size", None)
-    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    sink: RowSink | None = None
-    geometry = None
-    row = 0
-    with Capture(lm.model, hooks) as cap:
-        for b0 in range(0, len(unit.images), job.batch_size):
-            batch = unit.images[b0:b0 + job.batch_size]
-            px = load_images(lm, [im.path for im in batch]).to(lm.device, TORCH[job.compute_dtype])
-            out = cap.run(pixel_values=px)
-            per_hook = {n: _vision_rows(t, n, patch, lm.image_size or 224) for n, t in out.items()}
-            counts = {n: r.shape[1] for n, (r, _) in per_hook.items()}
-            if len(set(counts.values())) > 1:
-                raise ActlakeError(f"hooks give different rows per image ({counts}); rows must align: split the job")
-            if sink is None:
-                per_image = next(iter(counts.values()))
-                geometry = next(iter(per_hook.values()))[1]
-                n_rows = per_image * len(unit.images)
-                dest = row_permutation(n_rows, job.seed, unit.index, job.shuffle_rows)
-                sink = RowSink(infos, dest)
-            for n, (r, _) in per_hook.items():
-                sink.add(n, r.reshape(-1, r.shape[-1]), row)
-            row += next(iter(counts.values())) * len(batch)
-    assert sink is not None and geometry is not None
-    per_image = len(geometry["token_type"])
-    n_img = len(unit.images)
-    ids = np.repeat(np.array([im.image_id for im in unit.images], dtype=np.int64), per_image)
-    labels = [im.label for im in unit.images for _ in range(per_image)]
-    cols = {
-        "doc_id": ids, "image_id": ids, "context_id": ids,
-        "context_pos": np.tile(np.arange(per_image, dtype=np.int32), n_img),
-        "patch_row": np.tile(np.asarray(geometry["patch_row"], dtype=np.int16), n_img),
-        "patch_col": np.tile(np.asarray(geometry["patch_col"], dtype=np.int16), n_img),
-    }
-    order = np.argsort(sink.dest)
-    table = pa.table({k: pa.array(v[order]) for k, v in cols.items()})
-    types = np.asarray(geometry["token_type"] * n_img, dtype=object)[order]
-    table = table.append_column("token_type", pa.array(types, pa.string()).dictionary_encode())
-    table = table.append_column("label", pa.array(np.asarray(labels, dtype=object)[order], pa.string()))
-    return sink.arrays, table
+# Vision lives in capture_vision (re-exported here for existing imports).
+from actlake.workers.capture_vision import extract_images, load_images  # noqa: E402,F401

@@ -19,10 +19,13 @@ from actlake.store.dtypes import TORCH, storage_dtype_name
 from actlake.store.fragment import write_fragment
 from actlake.store.fs import open_store
 from actlake.workers.capture import extract_images, extract_text, load_images
-from actlake.workers.hooks import Capture, resolve_hooks
+from actlake.workers.capture_vision import forward_inputs
+from actlake.workers.hooks import Capture, check_row_sizes, hook_meta, resolve_hooks, row_layout
+from actlake.store.weights import read_index, write_weights
 from actlake.workers.models import load_model
 from actlake.workers.sources import unit_documents
 from actlake.workers.text import resolve_packing
+from actlake.workers.weights_export import export_arrays, resolve_weights
 from actlake.workers.units import ImageUnit, TextUnit
 
 
@@ -39,7 +42,8 @@ class ModelWorker:
         if not hasattr(self, "lm"):
             self.lm = load_model(self.job.model, self.job.revision, self.job.compute_dtype, self.job.device,
                                  self.job.is_vision)
-            self.hooks = resolve_hooks(self.lm.model, self.job.hooks)
+            self.hooks = resolve_hooks(self.lm.model, self.job.hooks,
+                                       key_len=None if self.job.is_vision else self.job.context_len)
 
     def describe(self, probe_image: str | None = None) -> tuple[dict[str, HookInfo], ModelInfo, TokenizerInfo | None]:
         """Resolve hook shapes with one tiny forward pass (before anything is written)."""
@@ -49,7 +53,7 @@ class ModelWorker:
                 if probe_image is None:
                     raise ActlakeError("image source is empty")
                 px = load_images(self.lm, [probe_image]).to(self.lm.device, TORCH[self.job.compute_dtype])
-                out = cap.run(pixel_values=px)
+                out = cap.run(**forward_inputs(self.lm.model, px))
             else:
                 tok = self.lm.tokenizer_info
                 fill = next((t for t in (tok.eos_token_id, tok.bos_token_id, 0) if t is not None), 0)
@@ -57,18 +61,15 @@ class ModelWorker:
                 out = cap.run(input_ids=ids, attention_mask=torch.ones_like(ids))
         infos = {}
         for h in self.hooks:
-            t = out[h.name]
-            if self.job.is_vision:
-                shape, kind = ([int(t.shape[1])], "spatial") if t.dim() == 4 else ([int(t.shape[-1])], "tokens")
-            else:
-                if t.dim() < 3:
-                    raise ActlakeError(f"hook {h.name} gives shape {tuple(t.shape)}, not (batch, seq, ...)")
-                shape, kind = [int(x) for x in t.shape[2:]], "tokens"
+            shape, kind = row_layout(h, out[h.name], self.job.is_vision)
             infos[h.name] = HookInfo(
                 name=h.name, module=h.module_name, io=h.io, array=array_name(h.name), shape=shape,
                 dtype=self.job.dtype, storage_dtype=storage_dtype_name(self.job.dtype),
-                codec=self.job.compression, layout=kind,
+                codec=self.job.compression, layout=kind, **hook_meta(h),
             )
+        check_row_sizes(infos, self.job.fragment_tokens, self.job.max_tokens)
+        if self.job.weights:
+            resolve_weights(self.lm.model, self.job.weights)  # bad names fail before anything is written
         self.infos = infos
         tok_info = self.lm.tokenizer_info
         if tok_info is not None:  # record how documents are packed (resolved per tokenizer)
@@ -98,6 +99,9 @@ class ModelWorker:
         """Lease → process → commit until the coordinator has no work.  Returns units processed."""
         import ray
 
+        if self.job.weights and self.worker_id == "w0" and read_index(self.store) is None:
+            arrays, meta = export_arrays(self.lm.model, self.job.weights)
+            write_weights(self.store, arrays, meta, self.lm.info.model_dump(mode="json"))
         n = 0
         while True:
             unit = ray.get(coordinator.lease.remote(self.worker_id))

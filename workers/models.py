@@ -126,3 +126,15 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
 def _image_size(cfg: Any) -> int:
     size = getattr(cfg, "image_size", None) or 224
     return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def is_vision_model(model: str, revision: str | None = None) -> bool:
+    """Whether a model takes images (its config has an image size or a vision sub-config)."""
+    import transformers
+
+    path, _ = resolve_model_dir(model, revision)
+    try:
+        cfg = transformers.AutoConfig.from_pretrained(path)
+    except Exception as e:
+        raise ActlakeError(f"cannot read model config in {path}: {e}") from None
+    return getattr(cfg, "image_size", None) is not None or getattr(cfg, "num_channels", None) is not None

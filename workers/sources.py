@@ -171,6 +171,13 @@ def _raw_docs(spec: SourceSpec, counts: SkipCounts) -> Iterator[tuple[str | None
                         counts.null += 1
                     yield t, (None if labels is None or labels[i] is None else str(labels[i])), f, row0 + i
                 row0 += batch.num_rows
+    elif spec.type in ("arrow", "hf-dataset"):
+        from actlake.workers.sources_hf import iter_table_docs
+
+        for text, label, path, row in iter_table_docs(spec):
+            if text is None:
+                counts.null += 1
+            yield text, label, path, row
     else:
         raise SourceError(f"source type {spec.type!r} holds images, not text")
 
@@ -190,6 +197,10 @@ class ImageItem:
 
 def list_images(spec: SourceSpec) -> list[ImageItem]:
     """Image-folder order: sorted relative paths; a sub-folder name is the label."""
+    if spec.type != "images":
+        from actlake.workers.sources_hf import list_table_images
+
+        return list_table_images(spec)
     root = spec.path or ""
     if not os.path.isdir(root):
         raise SourceError(f"image folder not found: {root}")

@@ -1,0 +1,110 @@
+"""Vision token layout comes from the actual forward (processed pixel size / patch size and the real
+sequence length), not from config.image_size, for ViT, DeiT (distillation), DINOv2 with registers,
+CLIP vision and ConvNeXt — checked against each model's own embeddings with processor sizes that
+differ from config.image_size."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hookutil import run_vision_unit, save_vision, zero_positions
+
+
+def _embed_rows_match_model(model, arrays, prov, px, hook, token_vectors: dict[str, torch.Tensor], conv):
+    """Every cls/distillation/register row equals the model's own token vector; every patch row (r, c)
+    equals the patch convolution's output at (r, c) (position embeddings are zero)."""
+    emb = torch.from_numpy(arrays[hook])
+    with torch.no_grad():
+        grid = conv(px)  # (B, D, gh, gw)
+    img = prov.column("image_id").to_numpy()
+    types = np.asarray(prov.column("token_type").to_pylist())
+    r, c = prov.column("patch_row").to_numpy(), prov.column("patch_col").to_numpy()
+    for kind, vecs in token_vectors.items():
+        sel = np.nonzero(types == kind)[0]
+        assert len(sel) == len(vecs) * px.shape[0], kind
+        for i in sel:
+            k = int(prov.column("context_pos").to_numpy()[i]) - (1 if kind != "cls" and "cls" in token_vectors else 0)
+            k -= 1 if kind == "register" and "distillation" in token_vectors else 0
+            assert torch.allclose(emb[i], vecs[k], atol=1e-5), (kind, i)
+    sel = np.nonzero(types == "patch")[0]
+    assert len(sel) == px.shape[0] * grid.shape[2] * grid.shape[3]
+    want = grid[img[sel], :, r[sel], c[sel]]
+    assert torch.allclose(emb[sel], want, atol=1e-5)
+
+
+def test_dinov2_registers_processor_size_differs(tmp_path, image_folder):
+    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    torch.manual_seed(0)
+    cfg = Dinov2WithRegistersConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, num_register_tokens=2, mlp_ratio=2)
+    m = Dinov2WithRegistersModel(cfg)
+    zero_positions(m)
+    d = save_vision(m, tmp_path / "m", size=16)  # 2x2 patches, not config's 4x4
+    w, arrays, prov, px = run_vision_unit(d, ["embeddings", "encoder.layer.1"], image_folder, tmp_path / "o")
+    assert px.shape[-1] == 16
+    types = prov.column("token_type").to_pylist()[:7]
+    assert types == ["cls", "register", "register", "patch", "patch", "patch", "patch"]
+    e = w.lm.model.embeddings
+    _embed_rows_match_model(w.lm.model, arrays, prov, px, "embeddings",
+                            {"cls": e.cls_token[0], "register": e.register_tokens[0]},
+                            e.patch_embeddings.projection)
+
+
+def test_deit_distillation_token_and_larger_processor(tmp_path, image_folder):
+    from transformers import DeiTConfig, DeiTModel
+
+    torch.manual_seed(0)
+    m = DeiTModel(DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                             intermediate_size=64))
+    zero_positions(m)
+    d = save_vision(m, tmp_path / "m", size=48)  # 6x6 patches (interpolated positions)
+    w, arrays, prov, px = run_vision_unit(d, ["embeddings"], image_folder, tmp_path / "o")
+    assert prov.column("token_type").to_pylist()[:3] == ["cls", "distillation", "patch"]
+    assert max(prov.column("patch_row").to_pylist()) == 5
+    e = w.lm.model.embeddings
+    _embed_rows_match_model(w.lm.model, arrays, prov, px, "embeddings",
+                            {"cls": e.cls_token[0], "distillation": e.distillation_token[0]},
+                            e.patch_embeddings.projection)
+
+
+@pytest.mark.parametrize("family", ["vit", "clip"])
+def test_vit_and_clip_processor_size_differs(tmp_path, image_folder, family):
+    import transformers as T
+
+    torch.manual_seed(0)
+    kw = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+              intermediate_size=64)
+    m = T.ViTModel(T.ViTConfig(**kw)) if family == "vit" else T.CLIPVisionModel(T.CLIPVisionConfig(**kw))
+    zero_positions(m)
+    d = save_vision(m, tmp_path / "m", size=40, processor=family)  # 5x5 patches
+    w, arrays, prov, px = run_vision_unit(d, ["embeddings"], image_folder, tmp_path / "o")
+    e = w.lm.model.embeddings
+    cls = e.cls_token[0] if family == "vit" else e.class_embedding[None]
+    conv = e.patch_embeddings.projection if family == "vit" else e.patch_embedding
+    assert prov.num_rows == 5 * (1 + 25)
+    _embed_rows_match_model(w.lm.model, arrays, prov, px, "embeddings", {"cls": cls}, conv)
+
+
+def test_convnext_stage_maps_from_the_tensor(tmp_path, image_folder):
+    from transformers import ConvNextConfig, ConvNextModel
+
+    torch.manual_seed(0)
+    m = ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=224))
+    d = save_vision(m, tmp_path / "m", size=64, processor="convnext")
+    w, arrays, prov, px = run_vision_unit(d, ["encoder.stages.1", "encoder.stages.1.layers.0:pre"],
+                                          image_folder, tmp_path / "o")
+    with torch.no_grad():
+        want = w.lm.model(pixel_values=px, output_hidden_states=True).hidden_states[2]  # (B, 16, 8, 8)
+    assert want.shape[-2:] == (8, 8)
+    img, r, c = (prov.column(k).to_numpy() for k in ("image_id", "patch_row", "patch_col"))
+    assert torch.allclose(torch.from_numpy(arrays["encoder.stages.1"]), want[img, :, r, c], atol=1e-5)
+    # :pre of a ConvNeXt layer is channels-last after pwconv1: stored as rows of width 4*16 per (r, c)
+    pre = {}
+    layer = dict(w.lm.model.named_modules())["encoder.stages.1.layers.0.act"]
+    h = layer.register_forward_pre_hook(lambda mod, a: pre.__setitem__("x", a[0]))
+    with torch.no_grad():
+        w.lm.model(pixel_values=px)
+    h.remove()
+    assert torch.allclose(torch.from_numpy(arrays["encoder.stages.1.layers.0:pre"]), pre["x"][img, r, c], atol=1e-5)

@@ -1,0 +1,98 @@
+"""TransformerLens-style hook names (``blocks.6.hook_resid_post``, ``blocks.3.attn.hook_q``,
+``blocks.2.mlp.hook_pre``, ``hook_embed``, ``ln_final.hook_normalized``, ...) as aliases of module
+paths, found by name in the real module tree:
+
+- blocks: the ``ModuleList`` with ``num_hidden_layers`` children that hold an attention module;
+- attention: the block child named ``self_attn``/``attn``/``attention``; MLP: the child ``mlp``
+  (else the block itself, for BERT-style ``intermediate``/``output`` pairs);
+- ``ln1``/``ln2``: the block's first/second direct ``*Norm`` child (pre-LN models);
+- ``hook_embed``: ``get_input_embeddings()`` (vision: the top-level ``embeddings`` module);
+- ``ln_final``: the last ``*Norm`` module outside the blocks and embeddings;
+- ``logits``: ``get_output_embeddings()``.
+
+``alias_table(model)`` returns ``{alias: (module, io, kind)}``; families without blocks (ConvNeXt,
+ResNet) get only the aliases that exist.
+"""
+from __future__ import annotations
+
+import torch
+
+from actlake.workers.hook_kinds import has_rotary
+
+ATTN_CHILD = ("self_attn", "attn", "attention")
+# TransformerLens attention hook → our kind
+ATTN_KINDS = {"hook_q": "q", "hook_k": "k", "hook_v": "v", "hook_rot_q": "q_rot", "hook_rot_k": "k_rot",
+              "hook_z": "z", "hook_attn_scores": "scores", "hook_pattern": "probs"}
+
+
+def _is_norm(m: torch.nn.Module) -> bool:
+    return "Norm" in type(m).__name__
+
+
+def find_blocks(model: torch.nn.Module) -> str | None:
+    """Path of the ModuleList of transformer blocks, or None."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or getattr(cfg, "vision_config", None) or cfg
+    n = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and n and len(m) == n:
+            first = dict(m[0].named_children())
+            if any(c in first for c in ATTN_CHILD):
+                return name
+    return None
+
+
+def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]]:
+    """``{alias: (module path, io, kind)}`` for every alias the model supports."""
+    modules = dict(model.named_modules())
+    ids = {id(m): n for n, m in modules.items()}
+    out: dict[str, tuple[str, str, str | None]] = {}
+    vision = getattr(model, "main_input_name", "") == "pixel_values"
+    emb = None
+    try:
+        e = model.get_input_embeddings()
+        emb = ids.get(id(e))
+    except (NotImplementedError, AttributeError):
+        pass
+    if vision and "embeddings" in modules:
+        emb = "embeddings"
+    if emb:
+        out["hook_embed"] = (emb, "output", None)
+    try:
+        head = ids.get(id(model.get_output_embeddings()))
+    except (NotImplementedError, AttributeError):
+        head = None
+    if head:
+        out["logits"] = (head, "output", None)
+    blocks = find_blocks(model)
+    if blocks is None:
+        return out
+    rotary = has_rotary(modules)
+    for i in range(len(modules[blocks])):
+        b = f"{blocks}.{i}"
+        kids = dict(modules[b].named_children())
+        attn = next((f"{b}.{c}" for c in ATTN_CHILD if c in kids), None)
+        mlp = f"{b}.mlp" if "mlp" in kids else b
+        norms = [f"{b}.{c}" for c, m in kids.items() if _is_norm(m)]
+        p = f"blocks.{i}"
+        out[f"{p}.hook_resid_pre"] = (b, "input", None)
+        out[f"{p}.hook_resid_post"] = (b, "output", None)
+        if attn:
+            out[f"{p}.hook_attn_out"] = (attn, "output", None)
+            for tl, kind in ATTN_KINDS.items():
+                if kind in ("q_rot", "k_rot") and not rotary:
+                    continue
+                out[f"{p}.attn.{tl}"] = (attn, "output", kind)
+        if "mlp" in kids:
+            out[f"{p}.hook_mlp_out"] = (mlp, "output", None)
+        out[f"{p}.mlp.hook_pre"] = (mlp, "output", "pre")
+        out[f"{p}.mlp.hook_post"] = (mlp, "output", "post")
+        if len(norms) >= 2:
+            out[f"{p}.ln1.hook_normalized"] = (norms[0], "output", None)
+            out[f"{p}.ln2.hook_normalized"] = (norms[1], "output", None)
+            out[f"{p}.hook_resid_mid"] = (norms[1], "input", None)
+    finals = [n for n, m in modules.items() if _is_norm(m) and not n.startswith(blocks + ".")
+              and "embeddings" not in n and n.count(".") <= 1]
+    if finals:
+        out["ln_final.hook_normalized"] = (finals[-1], "output", None)
+    return out

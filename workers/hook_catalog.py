@@ -1,0 +1,109 @@
+"""Every hook point of a model with its per-row shape, from one dummy forward (no data read).
+
+Used by ``actlake hooks MODEL``.  Rows: module paths (output and ``:input``), named kinds on
+attention/MLP modules, and TransformerLens aliases, each with the per-row shape it would store,
+its layout (tokens / spatial) and how many times the module runs per forward."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from actlake.schemas.errors import HookError
+from actlake.schemas.hooks import HookSpec
+from actlake.workers.hook_aliases import alias_table
+from actlake.workers.hooks import Capture, resolve_hooks, row_layout
+
+
+@dataclass
+class HookRow:
+    name: str
+    module: str
+    shape: list[int]
+    layout: str
+    alias_of: str | None = None  # the module path (with suffix) an alias stands for
+    calls: int = 1
+
+
+def _dummy_inputs(model: torch.nn.Module, vision: bool, processor, T: int = 8) -> dict:
+    from actlake.workers.capture_vision import _vision_config, forward_inputs
+
+    dev = next(model.parameters()).device
+    if vision:
+        size = None
+        if processor is not None:
+            s = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
+            size = s.get("height") or s.get("shortest_edge") if isinstance(s, dict) else None
+        size = size or getattr(_vision_config(model.config), "image_size", None) or 224
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        return forward_inputs(model, torch.zeros(2, 3, int(size), int(size), device=dev,
+                                                 dtype=next(model.parameters()).dtype))
+    ids = torch.ones(2, T, dtype=torch.long, device=dev)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _module_rows(model: torch.nn.Module, inputs: dict, vision: bool) -> list[HookRow]:
+    """Outputs and inputs of every module that fires, kept when they are row-shaped."""
+    seen: dict[str, list] = {}
+    handles = []
+    for name, mod in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_m, args, out, name=name):
+            rec = seen.setdefault(name, [0, None, None])
+            rec[0] += 1
+            rec[1] = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            o = out[0] if isinstance(out, (tuple, list)) and out else out
+            rec[2] = getattr(o, "last_hidden_state", o)
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    B = 2
+    T = inputs["input_ids"].shape[1] if "input_ids" in inputs else None
+    rows = []
+    for name, (calls, x, y) in seen.items():
+        for suffix, t in (("", y), (":input", x)):
+            if not isinstance(t, torch.Tensor) or t.dim() < 3 or t.shape[0] != B or (T and t.shape[1] != T):
+                continue
+            if vision and t.dim() == 4:
+                shape, layout = [int(t.shape[1])], "spatial"
+            else:
+                shape, layout = [int(s) for s in t.shape[2:]], "tokens"
+            rows.append(HookRow(name + suffix, name, shape, layout, calls=calls))
+    return rows
+
+
+def catalog(model: torch.nn.Module, vision: bool, processor=None, key_len: int | None = None) -> list[HookRow]:
+    """All hook points of ``model`` with per-row shapes (``key_len``: key axis of scores/probs rows)."""
+    inputs = _dummy_inputs(model, vision, processor)
+    rows = _module_rows(model, inputs, vision)
+    aliases = alias_table(model)
+    specs: list[tuple[str, str | None]] = []  # (hook text, alias of)
+    for a, (mod, io, kind) in aliases.items():
+        path = mod + (":input" if io == "input" else "") + (f":{kind}" if kind else "")
+        if kind:
+            specs.append((path, None))
+        specs.append((a, path))
+    resolved = []
+    for text, alias_of in specs:
+        try:
+            resolved += [(h, alias_of) for h in resolve_hooks(model, [HookSpec.parse(text)], key_len=key_len)]
+        except HookError:
+            continue
+    if resolved:
+        with Capture(model, [h for h, _ in resolved], cut=False) as cap:
+            try:
+                out = cap.run(**inputs)
+            except HookError:
+                out = {}
+        for h, alias_of in resolved:
+            if h.name in out:
+                shape, layout = row_layout(h, out[h.name], vision)
+                rows.append(HookRow(h.name, h.module_name, shape, layout, alias_of=alias_of))
+    uniq = {r.name: r for r in rows}
+    return list(uniq.values())

@@ -1,0 +1,212 @@
+"""Named hook kinds (per-head q/k/v, attention scores/probabilities, head outputs, MLP pre/post
+activation) as *taps* on real modules plus a pure function that combines what the taps saw.
+
+Everything is found by name among the named module's descendants (``q_proj``/``query``/``c_attn``,
+``o_proj``/``out_proj``/``c_proj``/``dense``, the activation module), never by attribute chains, so
+Llama/SmolLM2, GPT-2, BERT/ALBERT, ViT/DeiT/DINOv2/CLIP-vision and ConvNeXt/ResNet module layouts of
+transformers 5 all resolve through the same rules.  Per-head splits use the attention module's own
+``head_dim``/``attention_head_size``; rotary embeddings use the modeling module's own
+``apply_rotary_pos_emb`` on the ``position_embeddings`` (cos, sin) the attention module receives.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from actlake.schemas.errors import HookError
+from actlake.schemas.hooks import KEY_AXIS_KINDS
+
+Q_NAMES = ("q_proj", "query", "q", "self.query")
+K_NAMES = ("k_proj", "key", "k", "self.key")
+V_NAMES = ("v_proj", "value", "v", "self.value")
+FUSED_NAMES = ("c_attn", "qkv", "in_proj")  # one projection holding [q | k | v] along the last axis
+OUT_NAMES = ("o_proj", "out_proj", "c_proj", "output.dense", "dense")
+ACT_NAMES = ("act_fn", "act", "activation_fn", "intermediate_act_fn", "activation")
+ATTN_MARKERS = ("attn", "attention")
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One value seen at a module per call: ``out`` (first output tensor), ``in`` (first input),
+    ``out1`` (second output: attention weights), ``kw:NAME`` (a keyword argument)."""
+
+    module: str
+    what: str
+
+
+@dataclass
+class Plan:
+    """How to compute one hook: the taps to record and ``combine(values) -> (B, T, ...)``."""
+
+    taps: list[Tap]
+    combine: Callable[[list], torch.Tensor]
+    rotary: bool | None = None
+    needs_eager: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+def first_tensor(x) -> torch.Tensor:
+    """The first tensor of a module's output (tensor, tuple, or a ModelOutput)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return x[0]
+    if hasattr(x, "last_hidden_state"):
+        return x.last_hidden_state
+    if hasattr(x, "logits"):
+        return x.logits
+    raise HookError(f"hooked value of type {type(x).__name__} holds no tensor")
+
+
+def _children(modules: dict[str, torch.nn.Module], root: str) -> dict[str, torch.nn.Module]:
+    """Descendants of ``root`` by path relative to it."""
+    p = root + "."
+    return {n[len(p):]: m for n, m in modules.items() if n.startswith(p)}
+
+
+def _find(modules: dict, root: str, names: tuple[str, ...], also_parent: bool = True) -> str | None:
+    """Path of the first descendant of ``root`` (then of its parent) whose relative path is one of
+    ``names`` (tried in order)."""
+    roots = [root]
+    if also_parent and "." in root:
+        roots.append(root.rsplit(".", 1)[0])
+    for r in roots:
+        rel = _children(modules, r)
+        for nm in names:
+            if nm in rel:
+                return f"{r}.{nm}"
+    return None
+
+
+def head_dim(attn: torch.nn.Module, cfg) -> int:
+    """Head size from the attention module's own attributes, else ``hidden_size / heads`` of the config."""
+    for a in ("head_dim", "attention_head_size"):
+        v = getattr(attn, a, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)
+    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None)
+    if not heads or not hidden:
+        raise HookError(f"cannot tell the head size of {type(attn).__name__}")
+    return hidden // heads
+
+
+def is_activation(name: str, mod: torch.nn.Module) -> bool:
+    leaf = name.rsplit(".", 1)[-1]
+    cls = type(mod).__name__
+    return (leaf in ACT_NAMES or cls.endswith("Activation")) and not list(mod.children())
+
+
+def find_activation(modules: dict, root: str) -> str:
+    """The one nonlinearity under ``root`` outside attention (MLP pre/post activation)."""
+    rel = _children(modules, root)
+    hits = [n for n, m in rel.items() if is_activation(n, m) and not any(k in n for k in ATTN_MARKERS)
+            and "pooler" not in n]
+    if not hits and is_activation(root, modules[root]):
+        return root
+    if len(hits) != 1:
+        what = "no activation module" if not hits else f"{len(hits)} activation modules ({', '.join(hits)})"
+        raise HookError(f"module {root!r} has {what}; name the MLP (or the activation itself) for :pre/:post")
+    return f"{root}.{hits[0]}"
+
+
+def _split_heads(t: torch.Tensor, hd: int) -> torch.Tensor:
+    return t.reshape(*t.shape[:-1], t.shape[-1] // hd, hd)
+
+
+def _qkv_taps(modules: dict, root: str, which: str) -> tuple[Tap, Callable[[torch.Tensor], torch.Tensor]]:
+    names = {"q": Q_NAMES, "k": K_NAMES, "v": V_NAMES}[which]
+    m = _find(modules, root, names)
+    if m is not None:
+        return Tap(m, "out"), lambda t: t
+    fused = _find(modules, root, FUSED_NAMES)
+    if fused is not None:
+        i = "qkv".index(which)
+        return Tap(fused, "out"), lambda t: t.chunk(3, dim=-1)[i]
+    raise HookError(f"module {root!r} has no {which} projection (looked for {', '.join(names + FUSED_NAMES)}); "
+                    "name an attention module")
+
+
+def _apply_rotary(attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, pe) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, H, hd) q/k → rotated, with the modeling module's own ``apply_rotary_pos_emb``."""
+    fn = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb", None)
+    if fn is None or pe is None:
+        raise HookError(f"{type(attn).__name__} applies no rotary embedding")
+    cos, sin = pe
+    qr, kr = fn(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+    return qr.transpose(1, 2), kr.transpose(1, 2)
+
+
+def has_rotary(modules: dict) -> bool:
+    return any(type(m).__name__.endswith("RotaryEmbedding") for m in modules.values())
+
+
+def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> Plan:
+    """Taps and combine function for ``module:kind``; HookError when the architecture lacks it."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    if kind in ("pre", "post"):
+        act = find_activation(modules, module)
+        parent = modules[act.rsplit(".", 1)[0]] if "." in act else model
+
+        def combine(vals, _parent=parent):
+            t = vals[0]
+            if t.dim() == 4 and any(isinstance(c, torch.nn.Linear) and c.out_features == t.shape[-1]
+                                    for c in _parent.children()):
+                t = t.permute(0, 3, 1, 2)  # channels-last after a Linear (ConvNeXt) → (B, C, H, W)
+            return t
+        return Plan([Tap(act, "in" if kind == "pre" else "out")], combine, meta={"module": act})
+    attn = modules[module]
+    rotary = has_rotary(modules)
+    if kind in ("q_rot", "k_rot") and not rotary:
+        raise HookError(f"hook kind :{kind} needs a rotary model; {type(model).__name__} has none (use :{kind[0]})")
+    hd = head_dim(attn, cfg)
+    if kind in ("q", "k", "v"):
+        tap, pick = _qkv_taps(modules, module, kind)
+        return Plan([tap], lambda vals: _split_heads(pick(vals[0]), hd),
+                    rotary=False if kind != "v" else None, meta={"module": tap.module})
+    if kind == "z":
+        out = _find(modules, module, OUT_NAMES)
+        if out is None:
+            raise HookError(f"module {module!r} has no output projection (looked for {', '.join(OUT_NAMES)})")
+        return Plan([Tap(out, "in")], lambda vals: _split_heads(vals[0], hd), meta={"module": out})
+    if kind in ("q_rot", "k_rot", "scores"):
+        (tq, pq), (tk, pk) = _qkv_taps(modules, module, "q"), _qkv_taps(modules, module, "k")
+        taps = [tq, tk] + ([Tap(module, "kw:position_embeddings")] if rotary else [])
+        scale = getattr(attn, "scaling", None) or getattr(attn, "scale", None) or hd ** -0.5
+
+        def qk(vals):
+            q, k = _split_heads(pq(vals[0]), hd), _split_heads(pk(vals[1]), hd)
+            return _apply_rotary(attn, q, k, vals[2]) if rotary else (q, k)
+
+        if kind == "q_rot":
+            return Plan(taps, lambda vals: qk(vals)[0], rotary=True)
+        if kind == "k_rot":
+            return Plan(taps, lambda vals: qk(vals)[1], rotary=True)
+
+        def scores(vals):
+            q, k = qk(vals)  # (B, T, H, hd), (B, T, Hkv, hd)
+            k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
+            return torch.einsum("bqhd,bkhd->bqhk", q.float(), k.float()) * scale
+        return Plan(taps, scores, rotary=rotary)
+    if kind == "probs":
+        if not any(m in module.rsplit(".", 1)[-1] for m in ATTN_MARKERS + ("self",)):
+            raise HookError(f"hook kind :probs needs an attention module, not {module!r}")
+        return Plan([Tap(module, "out1")], lambda vals: vals[0].transpose(1, 2), needs_eager=True)
+    raise HookError(f"unknown hook kind {kind!r}")
+
+
+def pad_keys(t: torch.Tensor, key_len: int | None) -> torch.Tensor:
+    """(B, T, H, K) → (B, T, H, key_len), zero-padded (contexts shorter than the store's key axis)."""
+    if key_len is None or t.shape[-1] == key_len:
+        return t
+    if t.shape[-1] > key_len:
+        raise HookError(f"attention over {t.shape[-1]} keys exceeds the store's key axis of {key_len}")
+    return torch.nn.functional.pad(t, (0, key_len - t.shape[-1]))
+
+
+def is_key_axis(kind: str | None) -> bool:
+    return kind in KEY_AXIS_KINDS
