@@ -5,7 +5,7 @@ import json
 
 from pydantic import ValidationError
 
-from actlake.schemas.errors import ActlakeError, format_validation_error
+from actlake.schemas.errors import ActlakeError, NotADatasetError, StoreDamagedError, format_validation_error
 from actlake.schemas.manifest import FORMAT_VERSION, Manifest
 from actlake.store import layout
 from actlake.store.fs import StoreFS
@@ -15,13 +15,13 @@ def read_manifest(store: StoreFS) -> Manifest:
     try:
         raw = store.read_bytes(layout.MANIFEST)
     except FileNotFoundError:
-        raise ActlakeError(f"not an actlake dataset (no {layout.MANIFEST}): {store.uri}") from None
+        raise NotADatasetError(f"not an actlake dataset (no {layout.MANIFEST}): {store.uri}") from None
     except PermissionError as e:
         raise ActlakeError(f"cannot read {store.uri}: {e}") from None
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ActlakeError(f"store is damaged: {layout.MANIFEST} is not valid JSON ({store.uri})") from None
+        raise StoreDamagedError(store.path(layout.MANIFEST), "not valid JSON") from None
     if isinstance(data, dict) and data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
         raise ActlakeError(
             f"{store.uri} uses format version {data['format_version']}; this actlake reads <= {FORMAT_VERSION}"
@@ -29,7 +29,7 @@ def read_manifest(store: StoreFS) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as e:
-        raise ActlakeError(f"store is damaged: bad manifest: {format_validation_error(e)}") from None
+        raise StoreDamagedError(store.path(layout.MANIFEST), f"bad manifest: {format_validation_error(e)}") from None
 
 
 def write_manifest(store: StoreFS, manifest: Manifest) -> None:

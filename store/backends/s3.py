@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actlake.schemas.errors import StorageError
 from actlake.store.backends.fsspec import FsspecBackend
 from actlake.store.backends.retry import PROBE_POLICY, is_precondition_failed, with_retries
 
@@ -67,7 +68,10 @@ class S3Backend(FsspecBackend):
 
         def head() -> None:
             self.fs.call_s3("head_bucket", Bucket=bucket)
-        with_retries(head, self.uri, "cannot open", PROBE_POLICY)
+        try:
+            with_retries(head, self.uri, "cannot open", PROBE_POLICY)
+        except FileNotFoundError:
+            raise StorageError(f"cannot open {self.uri}: no such bucket {bucket!r}") from None
 
 
 class GCSBackend(FsspecBackend):
