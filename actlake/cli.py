@@ -127,6 +127,11 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
         raise typer.Exit(1)
 
 
+from actlake.cli_vacuum import vacuum as _vacuum  # noqa: E402
+
+app.command(name="vacuum")(_vacuum)
+
+
 def main() -> None:
     from actlake.schemas.errors import ActlakeError
 
