@@ -14,9 +14,22 @@ from actlake.store.backends.local import LocalBackend
 
 
 def open_backend(uri: str, storage_options: dict[str, Any] | None = None, probe: bool = True) -> ObjectStore:
+    """See ``_open``; with ``cache_dir`` (and ``cache_bytes``, default 16 GiB) in ``storage_options``,
+    a remote store is wrapped in a bounded local read cache (``cache.CachedBackend``)."""
+    opts = dict(storage_options or {})
+    cache_dir, cache_bytes = opts.pop("cache_dir", None), opts.pop("cache_bytes", 16 << 30)
+    backend = _open(uri, opts, probe)
+    if cache_dir and backend.local_root is None:
+        from actlake.store.backends.cache import CachedBackend
+
+        return CachedBackend(backend, str(cache_dir), int(cache_bytes))
+    return backend
+
+
+def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore:
     """Resolve a path or fsspec URL (``s3://``, ``gs://``, ``memory://``, ``file://``) to a backend.
 
-    ``storage_options`` go to the fsspec filesystem, except ``atomic_create`` (S3 only: set False for
+    ``storage_options`` go to the fsspec filesystem, except ``cache_dir``/``cache_bytes`` and ``atomic_create`` (S3 only: set False for
     servers that ignore ``If-None-Match``).  With ``probe``, S3 checks the bucket once (a few
     seconds at most) so a bad endpoint, a missing bucket or denied access fail at once.
 
