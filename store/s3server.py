@@ -78,14 +78,18 @@ class SeaweedServer:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
+        import botocore.config
         import botocore.session
 
         s = botocore.session.Session()
         s.set_credentials(self.key, self.secret)
-        client = s.create_client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        cfg = botocore.config.Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
+        client = s.create_client("s3", endpoint_url=self.endpoint, region_name="us-east-1", config=cfg)
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc is not None and self.proc.poll() is not None:
+            if self.proc is None:
+                raise RuntimeError("weed was stopped while starting")
+            if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.proc.returncode}; see {self.data_dir}/weed.log")
             try:
                 client.head_bucket(Bucket=self.bucket)
