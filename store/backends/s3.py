@@ -24,10 +24,12 @@ _CLIENT_DEFAULTS = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_a
 
 
 def make_s3fs(storage_options: dict[str, Any]) -> Any:
-    """An ``s3fs.S3FileSystem`` with client-side retries off and finite timeouts."""
+    """An ``s3fs.S3FileSystem`` with client-side retries off, finite timeouts and no listing cache."""
     import s3fs
 
     opts = dict(storage_options)
+    # no listing cache: the commit log and vacuum must see objects other writers just created
+    opts.setdefault("use_listings_cache", False)
     cfg = {**_CLIENT_DEFAULTS, **opts.pop("config_kwargs", {})}
     fs = s3fs.S3FileSystem(config_kwargs=cfg, **opts)
     fs.retries = 1
