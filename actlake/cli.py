@@ -246,8 +246,9 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
         raise typer.Exit(1)
 
 
-from actlake.cli_hooks import hooks as _hooks_cmd  # noqa: E402
-app.command(name="hooks")(_hooks_cmd)
+from actlake.cli_vacuum import vacuum as _vacuum  # noqa: E402
+
+app.command(name="vacuum")(_vacuum)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ class Coordinator:
         self.job = job
         self.store = open_store(job.out, storage_options)
         self.log = CommitLog(self.store)
-        self.snap = self.log.snapshot()
+        self.snap = self.log.builder()
         tokenizer = None
         if not job.is_vision:
             from transformers import AutoTokenizer
@@ -114,4 +114,5 @@ class Coordinator:
     def finish(self) -> dict:
         """Checkpoint the log; the runner then marks the manifest complete."""
         self.log.write_checkpoint(self.snap)
+        self.log.close()
         return {"num_rows": self.snap.num_rows, "num_fragments": len(self.snap.fragments)}

@@ -320,7 +320,7 @@ class FragmentReader:
         key = self._key(info, chunk)
         rb = info.row_bytes
         try:
-            raw = self.store.fs.cat_file(self.store.path(key), start=lo * rb, end=hi * rb)
+            raw = self.store.read_range(key, lo * rb, hi * rb)
         except FileNotFoundError:
             raise self._damaged(key, "missing") from None
         if len(raw) != (hi - lo) * rb:

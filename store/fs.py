@@ -1,110 +1,99 @@
-"""fsspec access to a dataset root, with the two write primitives the format needs."""
+"""A dataset root on some object store: the thin facade the format code uses.
+
+``StoreFS`` wraps one ``backends.ObjectStore`` and keeps the names the loader and the writers use
+(``fs``, ``root``, ``uri``, ``is_local``, ``path``, ``read_bytes``, ``write_bytes``, ``write_many``,
+``put_if_absent``, ``listdir``, ``exists``).  It never branches on the backend's class: capabilities
+(``supports_atomic_create``, ``local_root``) say what the backend can do."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-
-from actlake.schemas.errors import ActlakeError
+from actlake.store.backends import ObjectInfo, ObjectStore, open_backend
 
 
 @dataclass
 class StoreFS:
-    """A filesystem plus the dataset's root path inside it."""
+    """A backend plus the dataset's URI.  ``fs``/``root`` are the backend's fsspec filesystem and
+    root path, for libraries that want an fsspec handle (pyarrow, zarr)."""
 
-    fs: fsspec.AbstractFileSystem
-    root: str
-    uri: str
+    backend: ObjectStore
+
+    @property
+    def fs(self) -> Any:
+        return self.backend.fs
+
+    @property
+    def root(self) -> str:
+        return self.backend.root
+
+    @property
+    def uri(self) -> str:
+        return self.backend.uri
 
     def path(self, rel: str) -> str:
-        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+        return self.backend.path(rel)
 
     @property
     def is_local(self) -> bool:
-        return isinstance(self.fs, LocalFileSystem)
+        """True when objects are plain local files (``backend.local_root`` is set)."""
+        return self.backend.local_root is not None
+
+    @property
+    def supports_atomic_create(self) -> bool:
+        return self.backend.supports_atomic_create
 
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        return self.backend.exists(rel)
 
     def read_bytes(self, rel: str) -> bytes:
-        return self.fs.cat_file(self.path(rel))
+        """Whole object.  Raises FileNotFoundError if missing, StorageError on a storage fault."""
+        return self.backend.read(rel)
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of one object (one ranged GET on object stores)."""
+        return self.backend.read(rel, start, end)
+
+    def read_many(self, rels: list[str]) -> dict[str, bytes]:
+        return self.backend.read_many(rels)
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a whole object; atomic (temp + rename) on local disks, a single PUT elsewhere."""
-        path = self.path(rel)
-        if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        else:
-            self.fs.pipe_file(path, data)
+        self.backend.write(rel, data)
 
     def write_many(self, items: dict[str, bytes]) -> None:
         """Write many objects of one fragment (parallel PUTs on object stores)."""
-        if self.is_local:
-            for rel, data in items.items():
-                path = self.path(rel)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as f:
-                    f.write(data)
-        else:
-            self.fs.pipe({self.path(k): v for k, v in items.items()})
+        self.backend.write_many(items)
 
     def put_if_absent(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` only if nobody has; return False if it already exists.
 
-        Local: write a temp file then hard-link it into place (link fails atomically if the name
-        exists, and readers never see a half-written file).  Object stores: conditional PUT where
-        the backend supports it, otherwise check-then-put (single coordinator makes that safe)."""
-        path = self.path(rel)
-        if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-                return True
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
-        if self.fs.exists(path):
-            return False
-        self.fs.pipe_file(path, data)
-        return True
+        Atomic where ``supports_atomic_create`` (hard link, conditional PUT); check-then-put
+        elsewhere, which the commit log only uses under its single-writer lease."""
+        return self.backend.create(rel, data)
 
     def listdir(self, rel: str) -> list[str]:
         """Base names under ``rel`` ([] if it does not exist)."""
-        try:
-            entries = self.fs.ls(self.path(rel), detail=False)
-        except FileNotFoundError:
-            return []
-        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        return self.backend.list(rel)
+
+    def list_objects(self, rel: str) -> list[ObjectInfo]:
+        return self.backend.list_objects(rel)
+
+    def delete(self, rel: str) -> None:
+        self.backend.delete(rel)
+
+    def delete_many(self, rels: list[str]) -> None:
+        self.backend.delete_many(rels)
 
 
 def open_store(uri: str, storage_options: dict[str, Any] | None = None) -> StoreFS:
-    """Resolve a path or fsspec URL (``s3://``, ``gs://``, ``file://``) to a StoreFS."""
-    if not uri:
-        raise ActlakeError("empty dataset URI")
-    try:
-        fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    except (ImportError, ValueError) as e:
-        raise ActlakeError(f"cannot open {uri!r}: {e}") from None
-    if isinstance(fs, LocalFileSystem):
-        root = os.path.abspath(root)
-    return StoreFS(fs=fs, root=root.rstrip("/") or "/", uri=uri)
+    """Resolve a path or fsspec URL (``s3://``, ``gs://``, ``memory://``, ``file://``) to a StoreFS.
+
+    Raises:
+        StoreLocationError: empty URI or an unknown protocol.
+        StorageError: the store cannot be reached or accessed (bad endpoint, no bucket, denied)."""
+    return StoreFS(open_backend(uri, storage_options))

@@ -21,3 +21,4 @@ def checkpoint_name(version: int) -> str:
 def chunk_key(array: str, chunk: int, ndim: int) -> str:
     """zarr v3 default chunk key encoding ('/' separator) for a chunk along axis 0 only."""
     return f"{ACTS}/{array}/c/{chunk}" + "/0" * (ndim - 1)
+WRITER_LEASE = "_commits/_writer_lease.json"  # single-writer lease on stores without atomic create

@@ -44,7 +44,7 @@ class DatasetWriter:
         )
         write_manifest(self.store, self.manifest)
         self.log = CommitLog(self.store)
-        self.snap = self.log.snapshot()
+        self.snap = self.log.builder()
         self._next_item = 0
 
     def add(self, arrays: dict[str, np.ndarray], provenance: pa.Table, documents: pa.Table | None = None,
@@ -67,6 +67,7 @@ class DatasetWriter:
 
     def close(self) -> str:
         self.log.write_checkpoint(self.snap)
+        self.log.close()
         self.manifest.status, self.manifest.num_rows = "complete", self.snap.num_rows
         self.manifest.num_fragments = len(self.snap.fragments)
         write_manifest(self.store, self.manifest)

@@ -79,12 +79,16 @@ class ModelWorker:
 
     def process(self, unit: TextUnit | ImageUnit) -> FragmentRecord:
         """Forward + write one unit as a fresh attempt directory; nothing is committed here."""
+        return self._write(unit, *self._forward(unit))
+
+    def _forward(self, unit: TextUnit | ImageUnit):
         if self.infos is None:
             raise RuntimeError("describe() must run before process()")
         if isinstance(unit, TextUnit):
-            arrays, prov = extract_text(self.lm, self.hooks, self.infos, unit, self.job)
-        else:
-            arrays, prov = extract_images(self.lm, self.hooks, self.infos, unit, self.job)
+            return extract_text(self.lm, self.hooks, self.infos, unit, self.job)
+        return extract_images(self.lm, self.hooks, self.infos, unit, self.job)
+
+    def _write(self, unit: TextUnit | ImageUnit, arrays, prov) -> FragmentRecord:
         attempt = uuid.uuid4().hex[:12]
         path = f"{layout.FRAGMENTS}/{unit.unit_id}-{attempt}"
         written = write_fragment(self.store, path, arrays, prov, self.infos, self.job.chunk_rows,
@@ -96,17 +100,27 @@ class ModelWorker:
         )
 
     def run(self, coordinator: Any) -> int:
-        """Lease → process → commit until the coordinator has no work.  Returns units processed."""
+        """Lease → forward → upload → commit until the coordinator has no work.  Returns units processed.
+
+        The upload of unit k runs on one background thread while unit k+1's forward pass runs, so
+        object-store latency hides behind compute; at most one unit waits for its upload (memory:
+        one unit's arrays), and a unit is committed only after its upload finished."""
         import ray
+        from concurrent.futures import ThreadPoolExecutor
 
         if self.job.weights and self.worker_id == "w0" and read_index(self.store) is None:
             arrays, meta = export_arrays(self.lm.model, self.job.weights)
             write_weights(self.store, arrays, meta, self.lm.info.model_dump(mode="json"))
-        n = 0
-        while True:
-            unit = ray.get(coordinator.lease.remote(self.worker_id))
-            if unit is None:
-                return n
-            record = self.process(unit)
-            ray.get(coordinator.commit.remote(self.worker_id, record))
-            n += 1
+        n, pending = 0, None
+        with ThreadPoolExecutor(1, thread_name_prefix="actlake-upload") as uploader:
+            while True:
+                unit = ray.get(coordinator.lease.remote(self.worker_id))
+                if unit is not None:
+                    arrays, prov = self._forward(unit)
+                if pending is not None:
+                    ray.get(coordinator.commit.remote(self.worker_id, pending.result()))
+                    n += 1
+                    pending = None
+                if unit is None:
+                    return n
+                pending = uploader.submit(self._write, unit, arrays, prov)

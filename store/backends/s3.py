@@ -1,0 +1,96 @@
+"""S3 and S3-compatible servers (via s3fs): atomic create by conditional PUT ``If-None-Match: *``.
+
+AWS S3 has honoured ``If-None-Match: *`` on PutObject and CompleteMultipartUpload since August 2024
+(botocore ≥ 1.35.20 sends it; s3fs exposes it as ``pipe_file(..., mode="create")``).  A losing
+writer gets HTTP 412 PreconditionFailed; a 409 ConditionalRequestConflict (two in flight) is retried.
+SeaweedFS ≥ 4 honours it too (tests/store/test_backend_conformance.py races threads and processes
+against a real server).  Servers that silently ignore the header would make ``create`` unsafe: pass
+``storage_options={"atomic_create": False}`` for those and the commit log falls back to a writer
+lease (see docs/decisions.md).
+
+Credentials come from the standard AWS chain (env vars, ``AWS_PROFILE``, config files) or from
+``storage_options`` (``key``/``secret``/``token``); a custom endpoint from ``AWS_ENDPOINT_URL`` or
+``storage_options={"endpoint_url": ...}``.  None of them is ever stored or printed: only ``uri``."""
+from __future__ import annotations
+
+from typing import Any
+
+from actlake.schemas.errors import StorageError
+from actlake.store.backends.fsspec import FsspecBackend
+from actlake.store.backends.retry import PROBE_POLICY, is_precondition_failed, with_retries
+
+# botocore and s3fs retry nothing themselves: retry.py is the one retry loop
+_CLIENT_DEFAULTS = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1, "mode": "standard"}}
+
+
+def make_s3fs(storage_options: dict[str, Any]) -> Any:
+    """An ``s3fs.S3FileSystem`` with client-side retries off, finite timeouts and no listing cache."""
+    import s3fs
+
+    opts = dict(storage_options)
+    # no listing cache: the commit log and vacuum must see objects other writers just created
+    opts.setdefault("use_listings_cache", False)
+    cfg = {**_CLIENT_DEFAULTS, **opts.pop("config_kwargs", {})}
+    fs = s3fs.S3FileSystem(config_kwargs=cfg, **opts)
+    fs.retries = 1
+    return fs
+
+
+class S3Backend(FsspecBackend):
+    """An S3 bucket prefix.  ``create`` is a conditional PUT (exactly one of N racing creators wins)."""
+
+    def __init__(self, fs: Any, root: str, uri: str, atomic_create: bool = True):
+        super().__init__(fs, root, uri)
+        self._atomic = atomic_create
+
+    @property
+    def supports_atomic_create(self) -> bool:
+        return self._atomic
+
+    def create(self, key: str, data: bytes) -> bool:
+        if not self._atomic:
+            return super().create(key, data)
+
+        def put() -> bool:
+            try:
+                self.fs.pipe_file(self.path(key), data, mode="create")
+                return True
+            except Exception as e:
+                if is_precondition_failed(e):
+                    return False
+                raise
+        return self._call(put, "cannot create", key)
+
+    def probe(self) -> None:
+        """Fail fast (seconds) on a bad endpoint, no such bucket, or denied access.
+
+        Raises:
+            StorageError: naming the URI and the cause."""
+        bucket = self.root.split("/", 1)[0]
+
+        def head() -> None:
+            self.fs.call_s3("head_bucket", Bucket=bucket)
+        try:
+            with_retries(head, self.uri, "cannot open", PROBE_POLICY)
+        except FileNotFoundError:
+            raise StorageError(f"cannot open {self.uri}: no such bucket {bucket!r}") from None
+
+
+class GCSBackend(FsspecBackend):
+    """Google Cloud Storage via gcsfs: ``create`` writes with ``if_generation_match=0``
+    (gcsfs ``pipe_file(..., mode="create")``).  Not exercised by the test suite (no GCS server here)."""
+
+    @property
+    def supports_atomic_create(self) -> bool:
+        return True
+
+    def create(self, key: str, data: bytes) -> bool:
+        def put() -> bool:
+            try:
+                self.fs.pipe_file(self.path(key), data, mode="create")
+                return True
+            except Exception as e:
+                if is_precondition_failed(e) or "412" in str(e) or "conditionNotMet" in str(e):
+                    return False
+                raise
+        return self._call(put, "cannot create", key)
