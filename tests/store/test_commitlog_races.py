@@ -25,7 +25,7 @@ def _record(store, unit: int, attempt: str, rows: int = 5) -> FragmentRecord:
     path = f"{layout.FRAGMENTS}/u{unit:09d}-{attempt}"
     digest = write_fragment(store, path, {"h": np.ones((rows, 4), "float32")}, prov, {"h": info}, 4)
     return FragmentRecord(unit_id=f"u{unit:09d}", unit_index=unit, path=path, num_rows=rows, num_items=1,
-                          source_range=(unit, unit + 1), checksums_sha256=digest, attempt=attempt)
+                          source_range=(unit, unit + 1), checksums_sha256=digest.digest, attempt=attempt)
 
 
 def test_snapshot_is_frozen(tmp_path):
