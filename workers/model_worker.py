@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import ActlakeError, SourceError
 from actlake.schemas.fragment import FragmentRecord
 from actlake.schemas.hooks import HookInfo, array_name
 from actlake.schemas.job import JobSpec
@@ -21,7 +21,9 @@ from actlake.store.fs import open_store
 from actlake.workers.capture import extract_images, extract_text, load_images
 from actlake.workers.hooks import Capture, resolve_hooks
 from actlake.workers.models import load_model
-from actlake.workers.units import ImageUnit, TextUnit
+from actlake.workers.pipeline import run_pipelined
+from actlake.workers.plan import ShardUnit
+from actlake.workers.units import ImageUnit, TextUnit, materialize_shard
 
 
 class ModelWorker:
@@ -70,32 +72,68 @@ class ModelWorker:
         self.infos = infos
         return infos, self.lm.info, self.lm.tokenizer_info
 
-    def process(self, unit: TextUnit | ImageUnit) -> FragmentRecord:
-        """Forward + write one unit as a fresh attempt directory; nothing is committed here."""
+    def _tokenizer(self):
+        if getattr(self, "_tok", None) is None:
+            from transformers import AutoTokenizer
+
+            from actlake.workers.models import resolve_model_dir
+
+            self._tok = AutoTokenizer.from_pretrained(resolve_model_dir(self.job.model, self.job.revision)[0])
+            self._tok.model_max_length = 1 << 40  # we cut contexts ourselves
+        return self._tok
+
+    def forward(self, unit: TextUnit | ImageUnit | ShardUnit) -> tuple[TextUnit | ImageUnit, dict, Any]:
+        """Tokenize (shard units) and run one unit through the model: (unit, {hook: rows}, provenance)."""
         if self.infos is None:
             raise RuntimeError("describe() must run before process()")
+        if isinstance(unit, ShardUnit):
+            shard = unit
+            unit = materialize_shard(shard, self.job, self._tokenizer())
+            if unit is None:
+                raise SourceError(f"{shard.path} [{shard.start}, {shard.stop}): no text in this shard")
         if isinstance(unit, TextUnit):
             arrays, prov = extract_text(self.lm, self.hooks, self.infos, unit, self.job)
         else:
             arrays, prov = extract_images(self.lm, self.hooks, self.infos, unit, self.job)
+        return unit, arrays, prov
+
+    def write(self, unit: TextUnit | ImageUnit, arrays: dict, prov: Any) -> FragmentRecord:
+        """Write one unit's rows as a fresh attempt directory; nothing is committed here."""
         attempt = uuid.uuid4().hex[:12]
         path = f"{layout.FRAGMENTS}/{unit.unit_id}-{attempt}"
         digest = write_fragment(self.store, path, arrays, prov, self.infos, self.job.chunk_rows)
         return FragmentRecord(
             unit_id=unit.unit_id, unit_index=unit.index, path=path, num_rows=prov.num_rows,
             num_items=unit.num_items, num_tokens=unit.num_tokens, source_range=unit.source_range, checksums_sha256=digest,
-            attempt=attempt, worker=f"{self.worker_id}@{socket.gethostname()}:{os.getpid()}",
+            attempt=attempt, worker=f"{self.worker_id}@{_node_ip()}:{os.getpid()}",
         )
 
-    def run(self, coordinator: Any) -> int:
-        """Lease → process → commit until the coordinator has no work.  Returns units processed."""
+    def process(self, unit: TextUnit | ImageUnit | ShardUnit) -> FragmentRecord:
+        """Forward + write one unit (no pipelining); nothing is committed here."""
+        return self.write(*self.forward(unit))
+
+    def run(self, coordinator: Any, lease_s: float = 600.0) -> int:
+        """Lease → forward → (writer thread) write → commit, until the coordinator has no work.
+
+        The writer runs in one background thread behind a queue of ``WRITE_QUEUE`` finished units:
+        the next unit's forward overlaps the previous unit's encoding/upload, and a slow store
+        blocks the forward loop instead of piling up host memory (backpressure).  A heartbeat
+        thread renews this worker's leases every ``lease_s / 3`` s.  Returns units committed."""
+        return run_pipelined(self, coordinator, lease_s)
+
+    def start(self, coordinator: Any, probe_image: str | None = None, lease_s: float = 600.0) -> int:
+        """describe() (if not done yet), then run(): one call, so a worker added mid-job needs no round trip."""
+        if self.infos is None:
+            self.describe(probe_image)
+        return self.run(coordinator, lease_s)
+
+
+def _node_ip() -> str:
+    try:
         import ray
 
-        n = 0
-        while True:
-            unit = ray.get(coordinator.lease.remote(self.worker_id))
-            if unit is None:
-                return n
-            record = self.process(unit)
-            ray.get(coordinator.commit.remote(self.worker_id, record))
-            n += 1
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - only a label
+        pass
+    return socket.gethostname()
