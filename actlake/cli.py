@@ -127,6 +127,11 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
         raise typer.Exit(1)
 
 
+from actlake.cli_jobs import register as _register_jobs  # noqa: E402
+
+_register_jobs(app)
+
+
 def main() -> None:
     from actlake.schemas.errors import ActlakeError
 
