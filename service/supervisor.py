@@ -79,7 +79,7 @@ class Supervisor:
 
         from actlake.workers.model_worker import ModelWorker
 
-        wid = f"w{self._seq}@{ip}"
+        wid = f"w{self._seq}"
         self._seq += 1
         actor = ray.remote(max_restarts=0)(ModelWorker).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False), **resources,
@@ -97,7 +97,7 @@ class Supervisor:
                 wid, actor = self._spawn(node_id, ip, res, threads)
                 ref = actor.start.remote(self.coord, self.probe, self.lease_s)
                 self.workers[wid] = (actor, ref, node_id)
-                self.log(f"worker {wid} started")
+                self.log(f"worker {wid} started on {ip}")
                 added += 1
         return added
 
@@ -118,7 +118,7 @@ class Supervisor:
         except (RayTaskError, RayActorError) as e:
             raise _unwrap(e) from None
         self.workers[wid] = (actor, actor.start.remote(self.coord, self.probe, self.lease_s), node_id)
-        self.log(f"worker {wid} started")
+        self.log(f"worker {wid} started on {ip}")
         return described
 
     # -- the loop --------------------------------------------------------------------------------------

@@ -21,11 +21,15 @@ def free_port(ip: str) -> int:
         return s.getsockname()[1]
 
 
-def head_env() -> dict[str, str]:
-    """Environment of the head (and so of submitted drivers): auth off, this venv first on PATH."""
+def head_env(tmp: Path | None = None) -> dict[str, str]:
+    """Environment of the head (and so of submitted drivers): auth off, this venv first on PATH, and
+    (with ``tmp``) Ray's temp dir there, so the "current cluster" file never reaches other sessions."""
     venv_bin = str(Path(sys.executable).parent)
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-            "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+           "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    if tmp is not None:
+        env["RAY_TMPDIR"] = str(tmp)
+    return env
 
 
 class RayHead:
@@ -39,11 +43,11 @@ class RayHead:
                f"--min-worker-port={lo}", f"--max-worker-port={lo + 200}"]
         cmd += [f"{k}={v}" for k, v in ports.items()]
         if tmp is not None:
-            cmd.append(f"--temp-dir={tmp}")
+            cmd.append(f"--temp-dir={tmp / 'ray'}")
         self.address = f"http://{ip}:{ports['--dashboard-port']}"
         self.gcs = f"{ip}:{ports['--port']}"
         self.log = open(os.devnull, "wb")
-        self.proc = subprocess.Popen(cmd, env=head_env(), start_new_session=True, stdout=self.log,
+        self.proc = subprocess.Popen(cmd, env=head_env(tmp), start_new_session=True, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120) -> None:
