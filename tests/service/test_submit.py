@@ -80,14 +80,18 @@ def test_bad_input_submits_nothing(head, tmp_path, tiny_gpt2, text_corpus):
     with pytest.raises(ClusterError):
         actlake.submit(_spec(tmp_path, tiny_gpt2, text_corpus, tmp_path / "o"), dead)
     _one_error(_cli("jobs", "status", "raysubmit_doesnotexist", "--address", head.address))
-    _one_error(_cli("jobs", "logs", "raysubmit_doesnotexist", "--address", head.address))
-    from actlake.service.submit import list_jobs
+    from actlake.service.submit import attach, list_jobs
+
+    with pytest.raises(ClusterError):
+        attach("raysubmit_doesnotexist", head.address)
 
     assert list_jobs(head.address) == []  # nothing was submitted
     assert not (tmp_path / "o").exists()
 
 
 def test_submit_cancel_resubmit_resumes_exactly_once(head, tmp_path, tiny_gpt2, big_corpus):
+    from actlake.service.submit import attach, list_jobs
+
     out = tmp_path / "ds"
     spec = _spec(tmp_path, tiny_gpt2, big_corpus, out)
     res = _cli("submit", str(spec), "--address", head.address)
@@ -97,14 +101,12 @@ def test_submit_cancel_resubmit_resumes_exactly_once(head, tmp_path, tiny_gpt2, 
     deadline = time.time() + 180
     while _commits(out) < 2 and time.time() < deadline:
         time.sleep(0.2)
-    assert _commits(out) >= 2, _cli("jobs", "logs", job_id, "--address", head.address).stdout
-    res = _cli("jobs", "cancel", job_id, "--address", head.address)
-    assert res.returncode == 0, res.stderr
-    assert _cli("jobs", "wait", job_id, "--address", head.address).returncode == 1  # STOPPED
-    partial = _commits(out)
-    assert partial < len(MODULES), "job finished before it could be cancelled"
-    st = _cli("jobs", "status", job_id, "--address", head.address, "--json")
-    assert st.returncode == 0 and '"STOPPED"' in st.stdout
+    first = attach(job_id, head.address)
+    assert _commits(out) >= 2, first.logs()
+    assert first.cancel()  # kills the driver (and with it the coordinator and workers) mid-job
+    assert first.wait(timeout=120) == "STOPPED"
+    assert _commits(out) < len(MODULES), "job finished before it could be cancelled"
+    assert first.status()["state"] == "STOPPED"
 
     h = actlake.submit(spec, head.address)  # the same spec again: resumes from the commit log
     assert h.wait(timeout=300) == "SUCCEEDED", h.logs()[-3000:]
@@ -113,7 +115,6 @@ def test_submit_cancel_resubmit_resumes_exactly_once(head, tmp_path, tiny_gpt2, 
     assert s["tokens_done"] > 0 and s["tokens_per_s"] > 0 and s["workers_per_node"]
     assert "progress:" in h.logs()
     assert_exactly_once(out, expected_shard_pairs(tiny_gpt2, big_corpus))
-    listed = _cli("jobs", "list", "--address", head.address)
-    assert job_id in listed.stdout and h.job_id in listed.stdout
+    assert {job_id, h.job_id} <= {r["job_id"] for r in list_jobs(head.address)}
     shown = _cli("jobs", "status", h.job_id, "--address", head.address)
     assert f"{len(MODULES)} done" in shown.stdout
