@@ -203,7 +203,9 @@ class Coordinator:
 
     def release_all(self) -> int:
         """A new driver took over (the old one and its workers are gone): requeue every lease."""
-        return sum(self.release(w) for w in {lease.worker for lease in self._leases.values()})
+        n = sum(self.release(w) for w in {lease.worker for lease in self._leases.values()})
+        self.workers.clear()
+        return n
 
     # -- status --------------------------------------------------------------------------------------
     def progress(self) -> dict[str, Any]:

@@ -154,9 +154,9 @@ class Supervisor:
             if now - last_progress >= PROGRESS_EVERY_S:
                 self.log(format_status(ray.get(self.coord.status.remote())))
                 last_progress = now
+            if ray.get(self.coord.progress.remote())["exhausted"]:
+                break  # every unit committed (workers still pending placement are stopped below)
             if not self.workers:
-                if ray.get(self.coord.progress.remote())["exhausted"]:
-                    break
                 idle_since = idle_since or now
                 if now - idle_since > NO_WORKER_TIMEOUT_S:
                     raise ClusterError("no model worker could run for "
