@@ -41,7 +41,7 @@ def big_corpus(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("corpus24")
     root = Path(sysconfig.get_paths()["stdlib"])
     for i, m in enumerate(MODULES):
-        (d / f"{i:02d}_{m}.txt").write_text((root / f"{m}.py").read_text()[:6000])
+        (d / f"{i:02d}_{m}.txt").write_text((root / f"{m}.py").read_text()[:3000])
     return d
 
 
@@ -49,7 +49,7 @@ def _spec(tmp: Path, model: Path, corpus: Path, out: Path) -> Path:
     p = tmp / "job.yaml"
     p.write_text(yaml.safe_dump({
         "model": str(model), "hooks": ["transformer.h.1", "transformer.h.2.mlp"], "data": str(corpus),
-        "out": str(out), "context_len": 16, "batch_size": 1, "fragment_tokens": 64, "chunk_rows": 32,
+        "out": str(out), "context_len": 16, "batch_size": 4, "fragment_tokens": 64, "chunk_rows": 32,
         "plan": "shards", "progress": False}))
     return p
 
