@@ -94,6 +94,8 @@ def plan_shards(spec: SourceSpec, fragment_tokens: int, files: list[tuple[str, i
     target = max(1, int(fragment_tokens * BYTES_PER_TOKEN))
     i = 0
     for path, size in files:
+        if size == 0:
+            continue  # nothing to read; a unit must hold at least one document
         if spec.type == "parquet":
             import pyarrow.parquet as pq
 
