@@ -33,6 +33,9 @@ def test_jsonl_byte_ranges_cover_every_line_once(tmp_path, target_tokens):
     assert len({d.doc_id for d in docs}) == len(docs)
     assert all(d.doc_id >> DOC_BITS == u.index for u in units for d in shard_docs(spec, u))
     assert docs[0].label == "0" and docs[-1].label is None
+    if hasattr(docs[0], "source"):  # Docs that record their origin: file and 0-based line
+        assert [d.index for d in docs] == [i for i, r in enumerate(lines) if r["text"]] + [0]
+        assert {d.source for d in docs} == {str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")}
 
 
 def test_parquet_row_groups_and_text_files(tmp_path, text_corpus):

@@ -16,6 +16,7 @@ documents ``(i << DOC_BITS) + k`` and its contexts ``(i << CONTEXT_BITS) + j`` (
 the unit).  Contexts never span two units, so a unit's rows depend on nothing outside its shard."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -117,8 +118,21 @@ def plan_shards(spec: SourceSpec, fragment_tokens: int, files: list[tuple[str, i
             i += 1
 
 
+def _lines_before(path: str, offset: int) -> int:
+    """Newlines in the first ``offset`` bytes (the 0-based line number of the line starting there)."""
+    n, left = 0, offset
+    with open(path, "rb") as f:
+        while left > 0:
+            block = f.read(min(left, 1 << 22))
+            if not block:
+                break
+            n += block.count(b"\n")
+            left -= len(block)
+    return n
+
+
 def _lines_in_range(path: str, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
-    """(line number inside the range, line) of the lines whose first byte lies in [start, stop)."""
+    """(0-based line number in the file, line) of the lines whose first byte lies in [start, stop)."""
     if path.endswith(".gz"):
         with gzip.open(path, "rb") as f:
             yield from enumerate(f)
@@ -129,51 +143,74 @@ def _lines_in_range(path: str, start: int, stop: int) -> Iterator[tuple[int, byt
             f.seek(start - 1)
             if f.read(1) != b"\n":
                 pos += len(f.readline())  # the partial line belongs to the previous range
-        k = 0
+        line_no = _lines_before(path, pos) if pos > 0 else 0
         while pos < stop:
             line = f.readline()
             if not line:
                 break
-            yield k, line
+            yield line_no, line
             pos += len(line)
-            k += 1
+            line_no += 1
+
+
+_DOC_HAS_SOURCE = "source" in getattr(Doc, "__dataclass_fields__", {})
+
+
+def _make_doc(doc_id: int, text: str, label: str | None, source: str, index: int | None) -> Doc:
+    if _DOC_HAS_SOURCE:  # Doc records where it came from (ds.documents)
+        return Doc(doc_id, text, label, source=source, index=index)  # type: ignore[call-arg]
+    return Doc(doc_id, text, label)
+
+
+def _text_value(value: object, where: str) -> str | None:
+    """The source rules: null/missing text is skipped, non-string text is an error."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SourceError(f"{where}: text is {type(value).__name__} {str(value)[:40]!r}, not a string")
+    return value
 
 
 def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
     """The documents of one unit, with doc ids ``unit.doc_base + k`` (k counts non-empty documents).
 
+    Text files go through ``sources.iter_docs`` (its rules for binary/empty files); jsonl lines and
+    parquet rows follow the same rules (null text skipped, non-string text an error).  Each Doc
+    records its file and its 0-based line/row where the Doc type has those fields.
     Raises:
-        SourceError: invalid JSON or a missing text field/column (file and line named).
+        SourceError: invalid JSON / UTF-8, a non-object line, non-string text, a missing column.
     """
     k = 0
 
-    def doc(text: str | None, label: str | None) -> Doc | None:
+    def doc(text: str | None, label: str | None, index: int | None) -> Doc | None:
         nonlocal k
         if not text:
             return None
-        d = Doc(unit.doc_base + k, text, label)
+        d = _make_doc(unit.doc_base + k, text, label, unit.path, index)
         k += 1
         return d
 
     if unit.kind == "file":
-        from actlake.workers.sources import _read_text
+        from actlake.workers.sources import iter_docs
 
-        d = doc(_read_text(unit.path), None)
-        if d is not None:
-            yield d
+        for d in iter_docs(SourceSpec(type="text", path=unit.path)):
+            yield dataclasses.replace(d, doc_id=unit.doc_base + d.doc_id)
     elif unit.kind == "lines":
         for n, raw in _lines_in_range(unit.path, unit.start, unit.stop):
             if not raw.strip():
                 continue
+            where = f"{unit.path}:{n + 1}"
             try:
                 row = json.loads(raw)
+            except UnicodeDecodeError:
+                raise SourceError(f"{where}: not UTF-8 text") from None
             except json.JSONDecodeError:
-                raise SourceError(f"{unit.path}: line at bytes [{unit.start}, …) #{n + 1}: not valid JSON") from None
-            if not isinstance(row, dict) or spec.text_field not in row:
-                raise SourceError(f"{unit.path}: a line has no field {spec.text_field!r}")
+                raise SourceError(f"{where}: not valid JSON") from None
+            if not isinstance(row, dict):
+                raise SourceError(f"{where}: a JSON object per line is needed, got {type(row).__name__}")
+            text = _text_value(row.get(spec.text_field), f"{where}: field {spec.text_field!r}")
             lab = row.get(spec.label_field) if spec.label_field else None
-            d = doc(None if row[spec.text_field] is None else str(row[spec.text_field]),
-                    None if lab is None else str(lab))
+            d = doc(text, None if lab is None else str(lab), n)
             if d is not None:
                 yield d
     elif unit.kind == "rowgroup":
@@ -182,11 +219,13 @@ def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
         pf = pq.ParquetFile(unit.path)
         if spec.text_field not in pf.schema_arrow.names:
             raise SourceError(f"{unit.path}: no column {spec.text_field!r} (has {pf.schema_arrow.names})")
+        row0 = sum(pf.metadata.row_group(g).num_rows for g in range(unit.start))
         cols = [spec.text_field] + ([spec.label_field] if spec.label_field else [])
         table = pf.read_row_groups(list(range(unit.start, unit.stop)), columns=cols).to_pydict()
         labels = table.get(spec.label_field) if spec.label_field else None
         for n, t in enumerate(table[spec.text_field]):
-            d = doc(t, None if labels is None or labels[n] is None else str(labels[n]))
+            text = _text_value(t, f"{unit.path}: row {row0 + n}")
+            d = doc(text, None if labels is None or labels[n] is None else str(labels[n]), row0 + n)
             if d is not None:
                 yield d
     else:
