@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from cluster_checks import assert_exactly_once, expected_shard_pairs
 from ray_head import head_env
 from test_submit import MODULES, big_corpus  # noqa: F401 - fixture
@@ -17,6 +19,7 @@ from test_submit import MODULES, big_corpus  # noqa: F401 - fixture
 HERE = Path(__file__).parent
 
 
+@pytest.mark.slow
 def test_node_added_and_node_killed_mid_job(tmp_path, tiny_gpt2, big_corpus):  # noqa: F811
     out = tmp_path / "ds"
     job = {"model": str(tiny_gpt2), "hooks": ["transformer.h.1", "transformer.h.2.mlp"], "data": str(big_corpus),

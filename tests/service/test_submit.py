@@ -89,6 +89,7 @@ def test_bad_input_submits_nothing(head, tmp_path, tiny_gpt2, text_corpus):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_submit_cancel_resubmit_resumes_exactly_once(head, tmp_path, tiny_gpt2, big_corpus):
     from actlake.service.submit import attach, list_jobs
 
@@ -114,6 +115,7 @@ def test_submit_cancel_resubmit_resumes_exactly_once(head, tmp_path, tiny_gpt2, 
     assert s["state"] == "SUCCEEDED" and s["units_done"] == len(MODULES) and s["units_leased"] == 0
     assert s["tokens_done"] > 0 and s["tokens_per_s"] > 0 and s["workers_per_node"]
     assert "progress:" in h.logs()
+    assert "done:" in "".join(h.follow())  # --follow of a finished job: its whole log, then it ends
     assert_exactly_once(out, expected_shard_pairs(tiny_gpt2, big_corpus))
     assert {job_id, h.job_id} <= {r["job_id"] for r in list_jobs(head.address)}
     shown = _cli("jobs", "status", h.job_id, "--address", head.address)
