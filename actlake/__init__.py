@@ -15,6 +15,7 @@ from actlake.client.dataset import ActivationDataset, open_dataset  # noqa: E402
 from actlake.schemas import errors  # noqa: E402
 from actlake.schemas.errors import ActlakeError  # noqa: E402
 from actlake.schemas.job import JobSpec  # noqa: E402
+from actlake.service.submit import JobHandle, submit  # noqa: E402
 
 
 def extract(job: JobSpec | dict[str, Any] | str, address: str | None = None,
@@ -40,4 +41,4 @@ def extract(job: JobSpec | dict[str, Any] | str, address: str | None = None,
     return run_job(job, address=address, storage_options=storage_options, overwrite=overwrite)
 
 
-__all__ = ["open_dataset", "ActivationDataset", "extract", "JobSpec", "ActlakeError", "errors", "__version__"]
+__all__ = ["open_dataset", "ActivationDataset", "extract", "submit", "JobHandle", "JobSpec", "ActlakeError", "errors", "__version__"]

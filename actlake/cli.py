@@ -250,6 +250,10 @@ from actlake.cli_vacuum import vacuum as _vacuum  # noqa: E402
 
 app.command(name="vacuum")(_vacuum)
 
+from actlake.cli_jobs import register as _register_jobs  # noqa: E402
+
+_register_jobs(app)
+
 
 def main() -> None:
     """Console entry point: every ActlakeError is one ``error:`` line (exit 2); any other exception too

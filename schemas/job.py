@@ -60,6 +60,7 @@ class JobSpec(BaseModel):
     chunk_rows: int = Field(8192, ge=16)
     shuffle_rows: bool = Field(True, description="write-time shuffle of rows inside each fragment")
     seed: int = 0
+    plan: Literal["stream", "shards"] = Field("stream", description="stream: contexts packed across the whole source, planned centrally (max_tokens honoured); shards: one unit per file / jsonl byte range / parquet row groups, tokenized by the workers (scales to 1e10 tokens)")
     num_workers: int | None = Field(None, ge=1)
     device: str = "auto"
     progress: bool = True

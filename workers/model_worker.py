@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import ActlakeError, SourceError
 from actlake.schemas.fragment import FragmentRecord
 from actlake.schemas.hooks import HookInfo, array_name
 from actlake.schemas.job import JobSpec
@@ -23,10 +23,12 @@ from actlake.workers.capture_vision import forward_inputs
 from actlake.workers.hooks import Capture, check_row_sizes, hook_meta, resolve_hooks, row_layout
 from actlake.store.weights import read_index, write_weights
 from actlake.workers.models import load_model
+from actlake.workers.pipeline import run_pipelined
+from actlake.workers.plan import ShardUnit
 from actlake.workers.sources import unit_documents
 from actlake.workers.text import resolve_packing
+from actlake.workers.units import ImageUnit, TextUnit, materialize_shard
 from actlake.workers.weights_export import export_arrays, resolve_weights
-from actlake.workers.units import ImageUnit, TextUnit
 
 
 class ModelWorker:
@@ -77,18 +79,33 @@ class ModelWorker:
                 self.lm.tokenizer, self.job.prepend_bos, self.job.drop_tokens)})
         return infos, self.lm.info, tok_info
 
-    def process(self, unit: TextUnit | ImageUnit) -> FragmentRecord:
-        """Forward + write one unit as a fresh attempt directory; nothing is committed here."""
-        return self._write(unit, *self._forward(unit))
+    def _tokenizer(self):
+        if getattr(self, "_tok", None) is None:
+            from transformers import AutoTokenizer
 
-    def _forward(self, unit: TextUnit | ImageUnit):
+            from actlake.workers.models import resolve_model_dir
+
+            self._tok = AutoTokenizer.from_pretrained(resolve_model_dir(self.job.model, self.job.revision)[0])
+            self._tok.model_max_length = 1 << 40  # we cut contexts ourselves
+        return self._tok
+
+    def forward(self, unit: TextUnit | ImageUnit | ShardUnit) -> tuple[TextUnit | ImageUnit, dict, Any]:
+        """Tokenize (shard units) and run one unit through the model: (unit, {hook: rows}, provenance)."""
         if self.infos is None:
             raise RuntimeError("describe() must run before process()")
+        if isinstance(unit, ShardUnit):
+            shard = unit
+            unit = materialize_shard(shard, self.job, self._tokenizer())
+            if unit is None:
+                raise SourceError(f"{shard.path} [{shard.start}, {shard.stop}): no text in this shard")
         if isinstance(unit, TextUnit):
-            return extract_text(self.lm, self.hooks, self.infos, unit, self.job)
-        return extract_images(self.lm, self.hooks, self.infos, unit, self.job)
+            arrays, prov = extract_text(self.lm, self.hooks, self.infos, unit, self.job)
+        else:
+            arrays, prov = extract_images(self.lm, self.hooks, self.infos, unit, self.job)
+        return unit, arrays, prov
 
-    def _write(self, unit: TextUnit | ImageUnit, arrays, prov) -> FragmentRecord:
+    def write(self, unit: TextUnit | ImageUnit, arrays: dict, prov: Any) -> FragmentRecord:
+        """Write one unit's rows as a fresh attempt directory; nothing is committed here."""
         attempt = uuid.uuid4().hex[:12]
         path = f"{layout.FRAGMENTS}/{unit.unit_id}-{attempt}"
         written = write_fragment(self.store, path, arrays, prov, self.infos, self.job.chunk_rows,
@@ -96,31 +113,38 @@ class ModelWorker:
         return FragmentRecord(
             unit_id=unit.unit_id, unit_index=unit.index, path=path, num_rows=prov.num_rows,
             num_items=unit.num_items, num_tokens=unit.num_tokens, source_range=unit.source_range, **written.record_fields(),
-            attempt=attempt, worker=f"{self.worker_id}@{socket.gethostname()}:{os.getpid()}",
+            attempt=attempt, worker=f"{self.worker_id}@{_node_ip()}:{os.getpid()}",
         )
 
-    def run(self, coordinator: Any) -> int:
-        """Lease → forward → upload → commit until the coordinator has no work.  Returns units processed.
+    def process(self, unit: TextUnit | ImageUnit | ShardUnit) -> FragmentRecord:
+        """Forward + write one unit (no pipelining); nothing is committed here."""
+        return self.write(*self.forward(unit))
 
-        The upload of unit k runs on one background thread while unit k+1's forward pass runs, so
-        object-store latency hides behind compute; at most one unit waits for its upload (memory:
-        one unit's arrays), and a unit is committed only after its upload finished."""
-        import ray
-        from concurrent.futures import ThreadPoolExecutor
+    def run(self, coordinator: Any, lease_s: float = 600.0) -> int:
+        """Lease → forward → (writer thread) write → commit, until the coordinator has no work.
 
+        The writer runs in one background thread behind a queue of ``WRITE_QUEUE`` finished units:
+        the next unit's forward overlaps the previous unit's encoding/upload, and a slow store
+        blocks the forward loop instead of piling up host memory (backpressure).  A heartbeat
+        thread renews this worker's leases every ``lease_s / 3`` s.  Returns units committed."""
         if self.job.weights and self.worker_id == "w0" and read_index(self.store) is None:
             arrays, meta = export_arrays(self.lm.model, self.job.weights)
             write_weights(self.store, arrays, meta, self.lm.info.model_dump(mode="json"))
-        n, pending = 0, None
-        with ThreadPoolExecutor(1, thread_name_prefix="actlake-upload") as uploader:
-            while True:
-                unit = ray.get(coordinator.lease.remote(self.worker_id))
-                if unit is not None:
-                    arrays, prov = self._forward(unit)
-                if pending is not None:
-                    ray.get(coordinator.commit.remote(self.worker_id, pending.result()))
-                    n += 1
-                    pending = None
-                if unit is None:
-                    return n
-                pending = uploader.submit(self._write, unit, arrays, prov)
+        return run_pipelined(self, coordinator, lease_s)
+
+    def start(self, coordinator: Any, probe_image: str | None = None, lease_s: float = 600.0) -> int:
+        """describe() (if not done yet), then run(): one call, so a worker added mid-job needs no round trip."""
+        if self.infos is None:
+            self.describe(probe_image)
+        return self.run(coordinator, lease_s)
+
+
+def _node_ip() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - only a label
+        pass
+    return socket.gethostname()

@@ -61,3 +61,21 @@ def row_permutation(n: int, seed: int, unit_index: int, enabled: bool) -> np.nda
     if not enabled:
         return np.arange(n, dtype=np.int64)
     return np.random.default_rng([seed, unit_index]).permutation(n).astype(np.int64)
+
+
+def materialize_shard(unit, job, tokenizer) -> TextUnit | None:
+    """Tokenize and pack one shard-plan unit (``workers.plan.ShardUnit``) on the worker.
+
+    Contexts are packed inside the shard only (``pack_contexts`` over ``shard_docs``); context ids
+    are ``unit.context_base + j``.  Returns None for a shard without any text."""
+    from actlake.workers.plan import CONTEXT_BITS, shard_docs
+    from actlake.workers.text import pack_contexts
+
+    contexts = list(pack_contexts(shard_docs(job.data, unit), tokenizer, job.context_len, job.prepend_bos, None))
+    if not contexts:
+        return None
+    if len(contexts) >= 1 << CONTEXT_BITS:
+        from actlake.schemas.errors import SourceError
+
+        raise SourceError(f"{unit.path}: one unit holds {len(contexts)} contexts; split the file")
+    return TextUnit(unit.index, unit.context_base, contexts)
