@@ -127,6 +127,9 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
         raise typer.Exit(1)
 
 
+app.command(name="serve")(__import__("actlake.cli_serve", fromlist=["serve"]).serve)
+
+
 def main() -> None:
     from actlake.schemas.errors import ActlakeError
 

@@ -225,8 +225,11 @@ class ActivationDataset:
 
 
 def open_dataset(uri: str, storage_options: dict[str, Any] | None = None) -> ActivationDataset:
-    """Open a dataset by path or fsspec URL (``s3://``, ``gs://``).  Never needs Ray."""
-    if uri.startswith("grpc://"):
-        raise ActlakeError("remote datasets (grpc://) need the Flight client, which is not available in this version")
+    """Open a dataset by path or fsspec URL (``s3://``, ``gs://``), or ``grpc://host:port/name`` /
+    ``grpc+tls://…`` served by ``actlake serve`` (a ``RemoteDataset``, client/remote.py).  Never needs Ray."""
+    if uri.startswith(("grpc://", "grpc+tls://")):
+        from actlake.client.remote import RemoteDataset
+
+        return RemoteDataset(uri, storage_options)  # type: ignore[return-value]
     store = open_store(uri, storage_options)
     return ActivationDataset(store)
