@@ -45,7 +45,7 @@ def _raise(e: flight.FlightError, what: str) -> None:
     """Re-raise a Flight error as one actlake error (RemoteError unless the server named a user error)."""
     msg = str(e).split(". Detail:", 1)[0].removeprefix("Flight error: ").strip()
     msg = msg.split("gRPC client debug context", 1)[0].strip().rstrip(".")
-    if isinstance(e, flight.FlightUnauthenticatedError):
+    if isinstance(e, flight.FlightUnauthenticatedError) or "Detail: Unauthenticated" in str(e):
         raise E.RemoteError(f"{what}: the server refused the token (set storage_options={{'token': ...}} "
                             "or ACTLAKE_TOKEN)") from None
     kind = (e.extra_info or b"").decode(errors="replace")
@@ -265,7 +265,7 @@ class RemoteBatchStream:
         self.device = torch.device(device) if device is not None else None
         self.prefetch_batches = max(1, prefetch_batches)
         plan = ds._action(ACTION_PLAN, {"dataset": ds.name, "spec": spec.model_dump(mode="json")})
-        self._state0: dict[str, Any] = plan["state"]
+        self._state0: dict[str, Any] = _local_form(plan["state"])
         self.num_batches = int(plan["num_batches"])
         self.hooks = ds._check_hooks(list(spec.hooks) if spec.hooks is not None else None)
         self.step = int(self._state0.get("step", 0))
@@ -307,6 +307,16 @@ class RemoteBatchStream:
                 yield item
         finally:
             reader.close()
+
+
+def _local_form(state: dict[str, Any]) -> dict[str, Any]:
+    """A state_dict received as JSON in the form the local loader writes it (its filter as
+    ``RowFilter.model_dump()``, whose tuples JSON turned into lists), so both compare equal."""
+    if isinstance(state.get("filter"), dict):
+        from actlake.client.filters import RowFilter
+
+        state = {**state, "filter": RowFilter.model_validate(state["filter"]).model_dump()}
+    return state
 
 
 def _norm(v: Any) -> Any:

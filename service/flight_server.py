@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import torch
 
-from actlake.schemas.errors import ActlakeError, RemoteError
+from actlake.schemas.errors import ActlakeError, RemoteError, StreamStateError
 from actlake.schemas.stream import StreamSpec
 from actlake.schemas.wire import (ACTION_INFO, ACTION_PLAN, ACTION_STATS, ACTIONS, ProvenanceTicket, SampleTicket,
                                   StreamTicket, TakeTicket, check_name, decode_body, decode_ticket, encode)
@@ -171,8 +171,13 @@ class ActlakeFlightServer(flight.FlightServerBase):
     def _stream(self, ds: "ActivationDataset", t: StreamTicket):
         self._check_spec(t.spec)
         s = ds.batches(**t.spec.kwargs(), prefetch_batches=self._limits.max_readahead)
-        if t.state is not None:
-            s.load_state_dict(t.state)
+        if t.state is not None:  # compared as JSON (the ticket's tuples arrived as lists)
+            mine = s.state_dict()
+            diff = {k: (t.state.get(k), v) for k, v in mine.items()
+                    if k != "step" and _json(t.state.get(k)) != _json(v)}
+            if diff:
+                raise StreamStateError(f"state_dict is for a different stream: {diff}")
+            s.load_state_dict({**mine, "step": t.state.get("step", 0)})
         return s
 
     # ---- Flight methods -----------------------------------------------------------------------
@@ -289,10 +294,17 @@ class ActlakeFlightServer(flight.FlightServerBase):
         self._get(name)
         return self._flight_info(name)
 
+    def get_schema(self, context, descriptor):
+        return flight.SchemaResult(self.get_flight_info(context, descriptor).schema)
+
     def stop(self) -> None:
         """End every stream at its next batch, then stop serving (call from a non-RPC thread)."""
         self.closing.set()
         self.shutdown()
+
+
+def _json(v: Any) -> Any:
+    return json.loads(json.dumps(v))
 
 
 def _refusal(e: Exception, log) -> flight.FlightError:
