@@ -92,19 +92,22 @@ def serve(
                                      limits=limits, log=log)
     except Exception as e:  # a taken port, bad TLS material, ...
         raise RemoteError(f"cannot start the server on {host}:{port}: {e}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before 'listening': a supervisor may signal right after it
+        signal.signal(sig, lambda *_: stop.set())
     for n, u in zip(names, uris):
         print(f"serving {n} ({datasets[n].num_rows:,} rows) from {_public(u)}", flush=True)
     print(f"listening on {scheme}://{host}:{server.port} (token {'required' if token else 'not required'}, "
           f"pid {os.getpid()})", flush=True)
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    t = threading.Thread(target=server.serve, name="actlake-flight", daemon=True)
-    t.start()
-    while not stop.wait(0.2) and t.is_alive():
+    # The server runs from construction on.  Not server.serve(): pyarrow's serve() turns SIGTERM
+    # into a gRPC shutdown that waits for every open stream, including one whose client stopped reading.
+    while not stop.wait(0.5):
         pass
     print("shutting down", file=sys.stderr, flush=True)
     stopper = threading.Thread(target=server.stop, daemon=True)
     stopper.start()
-    stopper.join(10)  # streams end at their next batch; a client that stopped reading is not waited for
+    stopper.join(10)  # streams end at their next batch
+    if stopper.is_alive():  # a client that stopped reading holds its call open: do not wait for it
+        print("streams still open after 10 s; exiting", file=sys.stderr, flush=True)
+        os._exit(0)
