@@ -378,6 +378,7 @@ class _Reader:
                 if self.stop.is_set():
                     return
                 deadline = deadline or time.monotonic() + s.ds.reconnect_s
+                s.ds._client = None  # a fresh channel: a failed one waits out gRPC's reconnect backoff
                 if time.monotonic() > deadline:
                     self._put(E.RemoteError(f"{s.ds.uri}: server unavailable for {s.ds.reconnect_s:.0f} s: "
                                             f"{str(e).splitlines()[0]}"))

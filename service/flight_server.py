@@ -210,19 +210,23 @@ class ActlakeFlightServer(flight.FlightServerBase):
 
     def _serve_stream(self, stream, schema: pa.Schema, context) -> Iterator[pa.RecordBatch]:
         it = iter(stream)
+        end = "client gone"
         try:
             for batch in it:
                 if self.closing.is_set():
+                    end = "server shutting down"
                     raise flight.FlightUnavailableError("server shutting down")
                 if context.is_cancelled():
                     return
                 yield to_record_batch(batch, schema)
+            end = "complete"
         finally:
             close = getattr(it, "close", None)
             if close is not None:
                 close()  # joins the loader's threads and returns its buffers
             with self._lock:
                 self._streams -= 1
+            self._log(f"stream ended at step {stream.step} of {len(stream)} ({end})")
 
     def _answer(self, ds: "ActivationDataset", t) -> pa.Table:
         with self._ds_locks[t.dataset]:
