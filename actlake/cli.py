@@ -254,6 +254,8 @@ from actlake.cli_jobs import register as _register_jobs  # noqa: E402
 
 _register_jobs(app)
 
+app.command(name="serve")(__import__("actlake.cli_serve", fromlist=["serve"]).serve)
+
 
 def main() -> None:
     """Console entry point: every ActlakeError is one ``error:`` line (exit 2); any other exception too

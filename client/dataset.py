@@ -15,7 +15,7 @@ from actlake.client import shuffle as sh
 from actlake.client.batches import BatchStream
 from actlake.client.buffers import BufferCache
 from actlake.client.filters import RowFilter
-from actlake.schemas.errors import HookError, NotADatasetError, RemoteError, RowIdError, StoreDamagedError
+from actlake.schemas.errors import HookError, NotADatasetError, RowIdError, StoreDamagedError
 from actlake.schemas.manifest import Manifest
 from actlake.store.commitlog import CommitLog, Snapshot
 from actlake.store.dtypes import STORAGE, storage_to_tensor
@@ -372,17 +372,22 @@ class ActivationDataset:
 
 def open_dataset(uri: str, storage_options: dict[str, Any] | None = None, verify_reads: bool = True
                  ) -> ActivationDataset:
-    """Open a dataset by path or fsspec URL (``s3://``, ``gs://``).  Never needs Ray.
+    """Open a dataset by path or fsspec URL (``s3://``, ``gs://``), or ``grpc://host:port/name`` /
+    ``grpc+tls://…`` served by ``actlake serve`` (a ``RemoteDataset``, client/remote.py).  Never needs Ray.
 
     ``verify_reads`` (default True): check chunks against their fragment's CRC-32C as they are read
-    (each chunk once per opened dataset when read in ranges; pass False to skip the check).
+    (each chunk once per opened dataset when read in ranges; pass False to skip the check).  A remote
+    dataset is checked by its server.
 
     Raises:
         NotADatasetError: ``uri`` is missing, a plain file, or a folder without a manifest.
         StoreDamagedError: an unreadable manifest or commit, or a complete job whose commit log
-            lacks commits."""
-    if uri.startswith("grpc://"):
-        raise RemoteError("remote datasets (grpc://) need the Flight client, which is not available in this version")
+            lacks commits.
+        RemoteError: a ``grpc://`` server that refuses the token or does not serve that name."""
+    if uri.startswith(("grpc://", "grpc+tls://")):
+        from actlake.client.remote import RemoteDataset
+
+        return RemoteDataset(uri, storage_options)  # type: ignore[return-value]
     store = open_store(uri, storage_options)
     if store.is_local:
         if os.path.isfile(store.root):
