@@ -22,6 +22,7 @@ from actlake.store.fs import StoreFS, open_store
 from actlake.store.manifest_io import read_manifest
 
 if TYPE_CHECKING:
+    from actlake.client.query import QueryEngine
     from actlake.client.torch_data import TorchBatches
 
 PROVENANCE_CACHE = 8  # fragments whose provenance tables are kept in memory
@@ -83,6 +84,13 @@ class ActivationDataset:
             r = FragmentReader(self.store, self.snapshot.fragments[frag], self._hook_infos, self.chunk_rows)
             self._readers[frag] = r
         return r
+
+    @property
+    def query(self) -> "QueryEngine":
+        """Top-k, interval samples, statistics and fetch over this snapshot (see client/query.py)."""
+        from actlake.client.query import QueryEngine
+
+        return self.__dict__.setdefault("_query_engine", QueryEngine(self))
 
     # ---- random access ------------------------------------------------------------------------
     def take(self, row_ids, hooks: list[str] | str | None = None) -> dict[str, torch.Tensor]:
