@@ -137,7 +137,8 @@ class Histogram:
     """Counts in ``bins`` equal-width bins over ``[lo, hi]``, the same bins for every column.
 
     Values below ``lo`` / above ``hi`` are counted in the first / last bin (the engine takes the
-    range from a first pass's min and max, so nothing falls outside).  NaN is not counted."""
+    range from a first pass's min and max, so nothing falls outside).  NaN is not counted.  Bin
+    membership equals ``numpy.histogram(v, bins, (lo, hi))`` (same edge correction)."""
 
     def __init__(self, width: int, bins: int, lo: float, hi: float):
         self.width, self.bins = width, bins
@@ -152,9 +153,12 @@ class Histogram:
         return {"counts": np.zeros((self.width, self.bins), dtype=np.int64)}
 
     def update(self, state: State, block: Block) -> State:
-        v = block.values
-        idx = ((v - self.lo) * (self.bins / (self.hi - self.lo))).astype(np.int64, copy=False)
+        v = np.clip(block.values.astype(np.float64), self.lo, self.hi)
+        idx = ((v - self.lo) * (self.bins / (self.hi - self.lo))).astype(np.int64)
         np.clip(idx, 0, self.bins - 1, out=idx)
+        edges = self.edges  # fix rounding at the edges exactly as numpy.histogram does
+        idx -= v < edges[idx]
+        idx += (v >= edges[idx + 1]) & (idx != self.bins - 1)
         idx += (np.arange(self.width, dtype=np.int64) * self.bins)[None, :]
         idx = idx[~np.isnan(v)]
         counts = np.bincount(idx.ravel(), minlength=self.width * self.bins).reshape(self.width, self.bins)
