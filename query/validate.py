@@ -19,7 +19,7 @@ def parse_spec(**kw: Any) -> QuerySpec:
     try:
         return QuerySpec(**kw)
     except ValidationError as e:
-        raise QueryError(format_validation_error(e)) from None
+        raise QueryError(format_validation_error(e).replace("(root): ", "")) from None
 
 
 def as_array(name: str, value: Any, ndim: tuple[int, ...]) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 QueryKind = Literal["topk", "bottomk", "intervals", "stats"]
 GROUP_COLUMNS = ("context_pos", "token_type", "label", "token_id", "doc_id", "patch_row", "patch_col")
@@ -55,13 +55,19 @@ class QuerySpec(BaseModel):
     seed: int = Field(0, description="sampling seed (intervals)")
     tasks: int | None = Field(None, gt=0, description="plan items (default: ~64 MB of hook data each)")
 
+    @field_validator("by")
+    @classmethod
+    def _by(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = BY_ALIASES.get(v, v)
+        if v not in GROUP_COLUMNS:
+            raise ValueError(f"must be one of {', '.join(('position',) + GROUP_COLUMNS)}; got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _one_selector(self) -> "QuerySpec":
         given = [n for n in ("unit", "direction", "encoder") if getattr(self, n) is not None]
         if len(given) > 1:
-            raise ValueError(f"give only one of unit, direction, encoder (got {', '.join(given)})")
-        if self.by is not None:
-            self.by = BY_ALIASES.get(self.by, self.by)
-            if self.by not in GROUP_COLUMNS:
-                raise ValueError(f"by must be one of {', '.join(('position',) + GROUP_COLUMNS)}; got {self.by!r}")
+            raise ValueError(f"{given[1]}: give only one of unit, direction, encoder (got {', '.join(given)})")
         return self
