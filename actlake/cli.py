@@ -127,6 +127,11 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
         raise typer.Exit(1)
 
 
+from actlake.cli_query import app as _query_app  # noqa: E402
+
+app.add_typer(_query_app, name="query")
+
+
 def main() -> None:
     from actlake.schemas.errors import ActlakeError
 
