@@ -14,6 +14,7 @@ from actlake.query.plan import PlanItem
 from actlake.query.values import Projection, to_float32
 from actlake.schemas.fragment import FragmentRecord
 from actlake.schemas.hooks import HookInfo
+from actlake.store.dtypes import STORAGE
 from actlake.store.fragment import FragmentReader
 from actlake.store.fs import StoreFS
 
@@ -58,6 +59,9 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
     Raises: StoreDamagedError / ActlakeError from the reader on missing or truncated chunks."""
     state = agg.zero()
     hooks = {ctx.hook: ctx.info}
+    # uncompressed chunks are read into one reused buffer (no allocation or page faults per chunk);
+    # aggregates never keep references to a block's arrays
+    buf = np.empty((ctx.chunk_rows, *ctx.info.shape), STORAGE[ctx.info.dtype]) if ctx.info.codec == "none" else None
     for f, c0, c1 in item.segments:
         rec = ctx.fragments[f]
         reader = FragmentReader(ctx.store, rec, hooks, ctx.chunk_rows)
@@ -66,7 +70,13 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
             prov = reader.read_provenance(columns=ctx.columns)
             cols = {c: _column(prov, c) for c in ctx.columns}
         for c in range(c0, c1):
-            x = to_float32(reader.read_chunk(ctx.hook, c), ctx.info.dtype)
+            if buf is not None:
+                n = reader.chunk_rows_of(c)
+                reader.read_rows_into(ctx.hook, c, 0, n, buf[:n])
+                raw = buf[:n]
+            else:
+                raw = reader.read_chunk(ctx.hook, c)
+            x = to_float32(raw, ctx.info.dtype)
             x = x.reshape(x.shape[0], -1)
             lo = c * ctx.chunk_rows
             rid = np.arange(ctx.offsets[f] + lo, ctx.offsets[f] + lo + x.shape[0], dtype=np.int64)
