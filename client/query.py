@@ -197,7 +197,7 @@ class QueryEngine:
         return self._with_provenance(table, context)
 
     # ---- statistics ---------------------------------------------------------------------------
-    def stats(self, hook: str, by: str | None = None, threshold: float = 0.0, unit: Any = None,
+    def stats(self, hook: str | Sequence[str] | None, by: str | None = None, threshold: float = 0.0, unit: Any = None,
               direction: Any = None, encoder: Any = None, histogram_bins: int | None = None, rows: bool = True,
               address: str | None = None, progress: Progress | None = None, tasks: int | None = None) -> dict:
         """Per-unit (or per direction / latent) statistics in one pass, float64 throughout.
@@ -210,8 +210,15 @@ class QueryEngine:
             only): ``row_norm`` and ``row_kurtosis`` summaries (dicts of count/mean/var/skew/
             kurtosis/min/max of each row's L2 norm and excess kurtosis).  With ``by`` (position,
             token_type, label, token_id): ``{group value: such a dict}``.
+            With ``by="hook"`` or a list of hooks (None: every hook): ``{hook: such a dict}``.
         Raises: QueryError (unknown hook, bad unit/direction, unknown ``by`` column, empty store).
         Algorithm: Pébay (2008) pairwise moment updates, see ``actlake.query.aggregates.Moments``."""
+        if by == "hook" or hook is None or not isinstance(hook, str):
+            names = list(self.ds.manifest.hooks) if hook is None else [hook] if isinstance(hook, str) else list(hook)
+            for h in names:  # validate every hook before scanning any
+                check_hook(parse_spec(kind="stats", hook=h), self.ds.manifest.hooks, self.ds.num_rows)
+            return {h: self.stats(h, None if by == "hook" else by, threshold, unit, direction, encoder,
+                                  histogram_bins, rows, address, progress, tasks) for h in names}
         spec, ctx, plan = self._prepare(kind="stats", hook=hook, by=by, threshold=threshold, unit=unit,
                                         direction=direction, encoder=encoder, histogram_bins=histogram_bins,
                                         rows=rows and unit is None and direction is None and encoder is None,

@@ -212,3 +212,11 @@ def test_vision_topk_context_names_image_and_patch(tmp_path):
     img, pr, pc = (pv.column(c).to_numpy() for c in ("image_id", "patch_row", "patch_col"))
     for r, s in zip(rid, t.column("context").to_pylist()):
         assert s == (f"image {img[r]} patch ({pr[r]}, {pc[r]})" if pr[r] >= 0 else f"image {img[r]} cls")
+
+
+def test_stats_by_hook(text):
+    ds, x, _ = text
+    s = ds.query.stats(None, rows=False)
+    assert set(s) == {"h", "w"}
+    np.testing.assert_allclose(s["w"]["mean"], (x[:, :4] * 2).astype(np.float64).mean(0), rtol=1e-12)
+    assert ds.query.stats("h", by="hook").keys() == {"h"}
