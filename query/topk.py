@@ -88,7 +88,26 @@ class TopK:
         return {name: np.take_along_axis(v, o, axis=0) for name, v in s.items()}
 
     def update(self, state: State, block: Block) -> State:
-        return self.merge(state, self._block_state(block))
+        """Fold a block in.  Fast path (no dedup, state full, block rows after the state's rows, as
+        a scan delivers them): only values strictly above each column's current k-th value can
+        enter — an equal value has a larger row id and loses the tie — so one comparison pass over
+        the block finds the few candidates, merged with a flat lexsort.  Else a full merge."""
+        rid = block.row_ids
+        k, c = self.k, self.width
+        if self.dedup or len(state["key"]) < k or not len(rid) or rid[0] <= state["rid"].max():
+            return self.merge(state, self._block_state(block))
+        key = _clean(block.values if self.largest else -block.values)
+        r, j = np.nonzero(key > state["key"][k - 1])
+        if not len(r):
+            return state
+        col = np.concatenate([np.tile(np.arange(c), k), j])  # state is [k, C] row-major
+        allkey = np.concatenate([state["key"].ravel(), key[r, j]])
+        allrid = np.concatenate([state["rid"].ravel(), rid[r]])
+        o = np.lexsort((allrid, -allkey, col))
+        starts = np.searchsorted(col[o], np.arange(c))
+        keep = o[np.arange(len(o)) - starts[col[o]] < k]  # column-major, best first, k per column
+        return {"key": np.ascontiguousarray(allkey[keep].reshape(c, k).T),
+                "rid": np.ascontiguousarray(allrid[keep].reshape(c, k).T)}
 
     def merge(self, a: State, b: State) -> State:
         s = {name: np.concatenate([a[name], b[name]]) for name in a}
