@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from actlake.client.analysis import AnalysisMixin
 from actlake.query.aggregates import Combined, Density, Grouped, Histogram, Moments, RowSummary
 from actlake.query.context import Decode, text_windows, vision_labels
 from actlake.query.fetch import find_rows, key_table
@@ -41,7 +42,7 @@ def executor_for(address: str | None, threads: int | None = None) -> Any:
     return getattr(importlib.import_module(module), cls)(address)
 
 
-class QueryEngine:
+class QueryEngine(AnalysisMixin):
     """Queries over one dataset snapshot.  Every method validates its arguments first (a
     ``QueryError`` naming the argument, before any chunk is read), takes ``address=`` (Ray) and
     ``progress=`` (``callable(rows_done, rows_total)``), and reads through the store's readers."""

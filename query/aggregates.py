@@ -33,17 +33,19 @@ class Block:
         row_ids: int64 ``[n]`` global row ids, ascending.
         x: float32 ``[n, d]`` the hook's full rows (needed by per-row summaries), or None.
         cols: provenance columns needed by the query (``context_id`` for dedup, the ``by`` column).
+        values_b: float32 ``[n, B]`` values of a second hook / projection (co-moments), or None.
     """
 
     values: np.ndarray
     row_ids: np.ndarray
     x: np.ndarray | None = None
     cols: dict[str, np.ndarray] = field(default_factory=dict)
+    values_b: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> "Block":
         """The rows at ``idx`` (ascending indices keep row ids ascending)."""
         return Block(self.values[idx], self.row_ids[idx], None if self.x is None else self.x[idx],
-                     {k: v[idx] for k, v in self.cols.items()})
+                     {k: v[idx] for k, v in self.cols.items()}, None if self.values_b is None else self.values_b[idx])
 
 
 class Moments:

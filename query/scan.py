@@ -31,6 +31,8 @@ class ScanContext:
         projection: rows → values.
         columns: provenance columns the aggregate needs (dedup / group-by).
         need_x: whether blocks must carry the full rows (per-row summaries).
+        hook_b, info_b, projection_b: a second, row-aligned hook whose projected rows become
+            ``block.values_b`` (correlations across hooks), or None.
     """
 
     store: StoreFS
@@ -42,6 +44,9 @@ class ScanContext:
     projection: Projection
     columns: list[str] = field(default_factory=list)
     need_x: bool = False
+    hook_b: str | None = None
+    info_b: HookInfo | None = None
+    projection_b: Projection | None = None
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -59,9 +64,24 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
     Raises: StoreDamagedError / ActlakeError from the reader on missing or truncated chunks."""
     state = agg.zero()
     hooks = {ctx.hook: ctx.info}
+    if ctx.hook_b is not None and ctx.info_b is not None:
+        hooks[ctx.hook_b] = ctx.info_b
     # uncompressed chunks are read into one reused buffer (no allocation or page faults per chunk);
     # aggregates never keep references to a block's arrays
-    buf = np.empty((ctx.chunk_rows, *ctx.info.shape), STORAGE[ctx.info.dtype]) if ctx.info.codec == "none" else None
+    bufs = {h: np.empty((ctx.chunk_rows, *i.shape), STORAGE[i.dtype]) if i.codec == "none" else None
+            for h, i in hooks.items()}
+
+    def read(reader: FragmentReader, hook: str, c: int) -> np.ndarray:
+        buf = bufs[hook]
+        if buf is None:
+            raw = reader.read_chunk(hook, c)
+        else:
+            n = reader.chunk_rows_of(c)
+            reader.read_rows_into(hook, c, 0, n, buf[:n])
+            raw = buf[:n]
+        x = to_float32(raw, hooks[hook].dtype)
+        return x.reshape(x.shape[0], -1)
+
     for f, c0, c1 in item.segments:
         rec = ctx.fragments[f]
         reader = FragmentReader(ctx.store, rec, hooks, ctx.chunk_rows)
@@ -70,17 +90,13 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
             prov = reader.read_provenance(columns=ctx.columns)
             cols = {c: _column(prov, c) for c in ctx.columns}
         for c in range(c0, c1):
-            if buf is not None:
-                n = reader.chunk_rows_of(c)
-                reader.read_rows_into(ctx.hook, c, 0, n, buf[:n])
-                raw = buf[:n]
-            else:
-                raw = reader.read_chunk(ctx.hook, c)
-            x = to_float32(raw, ctx.info.dtype)
-            x = x.reshape(x.shape[0], -1)
+            x = read(reader, ctx.hook, c)
             lo = c * ctx.chunk_rows
             rid = np.arange(ctx.offsets[f] + lo, ctx.offsets[f] + lo + x.shape[0], dtype=np.int64)
+            vb = None
+            if ctx.hook_b is not None and ctx.projection_b is not None:
+                vb = ctx.projection_b(read(reader, ctx.hook_b, c))
             block = Block(ctx.projection(x), rid, x if ctx.need_x else None,
-                          {k: v[lo:lo + x.shape[0]] for k, v in cols.items()})
+                          {k: v[lo:lo + x.shape[0]] for k, v in cols.items()}, vb)
             state = agg.update(state, block)
     return state
