@@ -88,19 +88,27 @@ class TopK:
         return {name: np.take_along_axis(v, o, axis=0) for name, v in s.items()}
 
     def update(self, state: State, block: Block) -> State:
-        """Fold a block in.  Fast path (no dedup, state full, block rows after the state's rows, as
-        a scan delivers them): only values strictly above each column's current k-th value can
-        enter — an equal value has a larger row id and loses the tie — so one comparison pass over
-        the block finds the few candidates, merged with a flat lexsort.  Else a full merge."""
+        """Fold a block in.  Fast path (no dedup, block rows after the state's rows, as a scan
+        delivers them): a per-column threshold picks a few candidates in one comparison pass —
+        with a full state, values strictly above its k-th value (an equal value has a larger row id
+        and loses the tie); otherwise the smallest of the maxima of k row groups of the block, a
+        lower bound of its k-th value — and a flat lexsort merges them.  Else a full merge."""
         rid = block.row_ids
-        k, c = self.k, self.width
-        if self.dedup or len(state["key"]) < k or not len(rid) or rid[0] <= state["rid"].max():
+        k, c, n = self.k, self.width, len(block.row_ids)
+        full = len(state["key"]) >= k
+        if self.dedup or not n or (len(state["rid"]) and rid[0] <= state["rid"].max()) or not (full or n >= k):
             return self.merge(state, self._block_state(block))
         key = _clean(block.values if self.largest else -block.values)
-        r, j = np.nonzero(key > state["key"][k - 1])
-        if not len(r):
-            return state
-        col = np.concatenate([np.tile(np.arange(c), k), j])  # state is [k, C] row-major
+        if full:
+            r, j = np.nonzero(key > state["key"][k - 1])
+            if not len(r):
+                return state
+        else:
+            m = n // k
+            thr = key[: k * m].reshape(k, m, c).max(axis=1).min(axis=0)
+            r, j = np.nonzero(key >= thr)
+        ks = len(state["key"])
+        col = np.concatenate([np.tile(np.arange(c), ks), j])  # state is [ks, C] row-major
         allkey = np.concatenate([state["key"].ravel(), key[r, j]])
         allrid = np.concatenate([state["rid"].ravel(), rid[r]])
         o = np.lexsort((allrid, -allkey, col))
