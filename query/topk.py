@@ -15,7 +15,7 @@ NO_ROW = np.iinfo(np.int64).max  # row id of an empty slot (sorts after every re
 
 def _clean(key: np.ndarray) -> np.ndarray:
     """NaN ranks below every number (-inf)."""
-    return np.where(np.isnan(key), -np.inf, key) if np.isnan(key).any() else key
+    return np.where(np.isnan(key), -np.inf, key) if np.isnan(key.max()) else key  # max propagates NaN
 
 
 def select_block(key: np.ndarray, k: int) -> np.ndarray:
@@ -100,13 +100,14 @@ class TopK:
             return self.merge(state, self._block_state(block))
         key = _clean(block.values if self.largest else -block.values)
         if full:
-            r, j = np.nonzero(key > state["key"][k - 1])
-            if not len(r):
+            flat = np.flatnonzero(key > state["key"][k - 1])  # flatnonzero: ~6x faster than nonzero
+            if not len(flat):
                 return state
         else:
             m = n // k
             thr = key[: k * m].reshape(k, m, c).max(axis=1).min(axis=0)
-            r, j = np.nonzero(key >= thr)
+            flat = np.flatnonzero(key >= thr)
+        r, j = np.divmod(flat, c)
         ks = len(state["key"])
         col = np.concatenate([np.tile(np.arange(c), ks), j])  # state is [ks, C] row-major
         allkey = np.concatenate([state["key"].ravel(), key[r, j]])
