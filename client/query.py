@@ -139,7 +139,7 @@ class QueryEngine(AnalysisMixin):
         Args:
             hook: hook name.  unit: int or list.  direction: float ``[d]`` or ``[C, d]``.
             k: rows per unit/direction/latent (> 0).  context: tokens each side in ``context``
-            (-1: no provenance or context columns).  dedup: "context" keeps one row per model context.
+            (-1: no context column).  dedup: "context" keeps one row per model context.
         Returns:
             ``pyarrow.Table`` with ``unit``/``direction``/``latent``, ``rank``, ``row_id`` (int64),
             ``value`` (float32), the provenance columns and ``context``; per unit, sorted by value
