@@ -220,3 +220,19 @@ def test_stats_by_hook(text):
     assert set(s) == {"h", "w"}
     np.testing.assert_allclose(s["w"]["mean"], (x[:, :4] * 2).astype(np.float64).mean(0), rtol=1e-12)
     assert ds.query.stats("h", by="hook").keys() == {"h"}
+
+
+def test_context_window_decoded_and_marked(text):
+    ds, x, prov = text
+    from actlake.client.query import QueryEngine
+
+    class Tok:  # the one method of a HF tokenizer the context column uses
+        def decode(self, ids):
+            return "".join(f" t{i}" for i in ids)
+
+    t = QueryEngine(ds, tokenizer=Tok()).topk("h", unit=0, k=5, context=2)
+    ctx, pos, tok = (prov.column(c).to_numpy() for c in ("context_id", "context_pos", "token_id"))
+    for r, s in zip(t.column("row_id").to_numpy(), t.column("context").to_pylist()):
+        near = np.flatnonzero((ctx == ctx[r]) & (np.abs(pos - pos[r]) <= 2))
+        near = near[np.argsort(pos[near])]
+        assert s == "".join(f"« t{tok[i]}»" if i == r else f" t{tok[i]}" for i in near)
