@@ -90,8 +90,9 @@ def _direction(path: Optional[str]) -> np.ndarray | None:
 
 
 def _progress_bar():
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
-                    TimeRemainingColumn(), console=err, transient=True)
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"), TimeRemainingColumn(),
+                    console=err, transient=True)
 
 
 def _run(desc: str, fn, **kw):
@@ -187,7 +188,8 @@ def intervals(uri: str = URI, hook: str = HOOK, unit: Optional[int] = typer.Opti
               direction: Optional[str] = typer.Option(None, help="file with one [d] direction"),
               bins: int = typer.Option(11, help="equal intervals between 0 and the max"),
               per_bin: int = typer.Option(10, help="random rows per interval"),
-              seed: int = typer.Option(0, help="sampling seed"), context: int = typer.Option(8, help="tokens each side"),
+              seed: int = typer.Option(0, help="sampling seed"),
+              context: int = typer.Option(8, help="tokens each side"),
               out_path: Optional[str] = OUT, address: Optional[str] = ADDRESS, tasks: Optional[int] = TASKS) -> None:
     """Random rows from each of BINS equal activation intervals of (0, max] (two passes)."""
     import actlake

@@ -49,7 +49,8 @@ class AnalysisMixin:
             spec_b = parse_spec(kind="stats", hook=hook_b, **(sel_b or {}))
             info_b = check_hook(spec_b, self.ds.manifest.hooks, self.ds.num_rows)
             proj_b = projection_for(spec_b, info_b)
-        spec, ctx, plan = self._prepare(kind="stats", hook=hook_a, rows=False, tasks=tasks, **sel_a)  # type: ignore[attr-defined]
+        prepare = self._prepare  # type: ignore[attr-defined]
+        spec, ctx, plan = prepare(kind="stats", hook=hook_a, rows=False, tasks=tasks, **sel_a)
         ctx.hook_b, ctx.info_b, ctx.projection_b = hook_b, info_b, proj_b
         agg = CoMoments(ctx.projection.num_values, None if proj_b is None else proj_b.num_values)
         return self._run(ctx, plan, agg, address, progress)  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ is given ``address=``, so a trainer box without Ray can query local and S3 store
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -258,7 +258,8 @@ class QueryEngine(AnalysisMixin):
         (all hooks by default; bf16/fp16 widened) and, with ``context >= 0``, ``context``; in the order
         of the keys given.
         Raises: RowIdError (row id out of range), QueryError (unknown hook or key set, key with no row)."""
-        hook_list = list(self.ds.manifest.hooks) if hooks is None else [hooks] if isinstance(hooks, str) else list(hooks)
+        hook_list = (list(self.ds.manifest.hooks) if hooks is None else
+                     [hooks] if isinstance(hooks, str) else list(hooks))
         bad = [h for h in hook_list if h not in self.ds.manifest.hooks]
         if bad:
             raise QueryError(f"hooks: {bad[0]!r} is not in this dataset; it has {', '.join(self.ds.manifest.hooks)}")

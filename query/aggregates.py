@@ -97,7 +97,8 @@ class Moments:
         m2 = a["m2"] + b["m2"] + d2 * f
         m3 = a["m3"] + b["m3"] + d * d2 * f * (na - nb) / n + 3.0 * d * (na * b["m2"] - nb * a["m2"]) / n
         m4 = (a["m4"] + b["m4"] + d2 * d2 * f * (na * na - na * nb + nb * nb) / (n * n)
-              + 6.0 * d2 * (na * na * b["m2"] + nb * nb * a["m2"]) / (n * n) + 4.0 * d * (na * b["m3"] - nb * a["m3"]) / n)
+              + 6.0 * d2 * (na * na * b["m2"] + nb * nb * a["m2"]) / (n * n)
+              + 4.0 * d * (na * b["m3"] - nb * a["m3"]) / n)
         return {"n": n, "mean": a["mean"] + d * (nb / n), "m2": m2, "m3": m3, "m4": m4,
                 "min": np.minimum(a["min"], b["min"]), "max": np.maximum(a["max"], b["max"])}
 

@@ -17,8 +17,8 @@ def key_table(keys: dict[str, object]) -> pa.Table:
     """Equal-length int64 key columns (scalars broadcast) + ``_order``; QueryError on a bad set."""
     names = tuple(k for k in keys if keys[k] is not None)
     if names not in KEY_SETS:
-        raise QueryError(f"fetch: give row_ids or one of the key sets {', '.join('(' + ', '.join(s) + ')' for s in KEY_SETS)}; "
-                         f"got ({', '.join(names)})")
+        sets = ", ".join("(" + ", ".join(s) + ")" for s in KEY_SETS)
+        raise QueryError(f"fetch: give row_ids or one of the key sets {sets}; got ({', '.join(names)})")
     arrs = {k: np.atleast_1d(np.asarray(keys[k])) for k in names}
     n = max(len(a) for a in arrs.values())
     for k, a in arrs.items():

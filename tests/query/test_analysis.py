@@ -48,7 +48,8 @@ def test_covariance_and_pca_equal_numpy(text):
     np.testing.assert_allclose(p.explained_variance, w[::-1][:3], rtol=1e-9)
     np.testing.assert_allclose(np.abs(p.components @ vecs[:, ::-1][:, :3]), np.eye(3), atol=1e-7)
     np.testing.assert_allclose(p.mean, x64.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(np.abs(p.cosines[0]), np.abs(v.astype(np.float64) @ p.components.T) / np.linalg.norm(v.astype(np.float64)), rtol=1e-9)
+    v64 = v.astype(np.float64)
+    np.testing.assert_allclose(np.abs(p.cosines[0]), np.abs(v64 @ p.components.T) / np.linalg.norm(v64), rtol=1e-9)
     with pytest.raises(QueryError, match="^n_components"):
         ds.query.pca("h", 0)
     with pytest.raises(QueryError, match="^vectors"):

@@ -91,7 +91,8 @@ def test_empty_store(tmp_path):
 
 def test_client_query_imports_neither_ray_nor_service():
     code = ("import sys, actlake\nds = actlake.open_dataset\nimport actlake.client.query\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] == 'ray' or m.startswith(('actlake.service', 'actlake.workers'))]\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'ray'\n"
+            "       or m.startswith(('actlake.service', 'actlake.workers'))]\n"
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -73,7 +73,8 @@ def test_sae_latent_topk_equals_encoding_the_loaded_array(text, activation):
     d, L = x.shape[1], 24
     W, b_enc, b_dec = (rng.standard_normal((d, L)).astype(np.float32), rng.standard_normal(L).astype(np.float32) * 0.1,
                        rng.standard_normal(d).astype(np.float32) * 0.1)
-    enc = {"W_enc": W, "b_enc": b_enc, "b_dec": b_dec, "activation": activation, "k": 6 if activation == "topk" else None}
+    enc = {"W_enc": W, "b_enc": b_enc, "b_dec": b_dec, "activation": activation,
+           "k": 6 if activation == "topk" else None}
     t = ds.query.topk("h", encoder=enc, k=5, context=-1, tasks=3)
     pre = (x - b_dec) @ W + b_enc
     if activation == "relu":
