@@ -256,6 +256,10 @@ _register_jobs(app)
 
 app.command(name="serve")(__import__("actlake.cli_serve", fromlist=["serve"]).serve)
 
+from actlake.cli_query import app as _query_app  # noqa: E402
+
+app.add_typer(_query_app, name="query")
+
 
 def main() -> None:
     """Console entry point: every ActlakeError is one ``error:`` line (exit 2); any other exception too

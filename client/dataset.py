@@ -24,6 +24,7 @@ from actlake.store.fs import StoreFS, open_store
 from actlake.store.manifest_io import read_manifest
 
 if TYPE_CHECKING:
+    from actlake.client.query import QueryEngine
     from actlake.client.torch_data import TorchBatches
 
 PROVENANCE_CACHE = 8  # fragments whose provenance tables are kept in memory
@@ -141,6 +142,13 @@ class ActivationDataset:
             bad = ids[(ids < 0) | (ids >= self.num_rows)][0]
             raise RowIdError(f"row id {int(bad)} out of range [0, {self.num_rows})")
         return ids
+
+    @property
+    def query(self) -> "QueryEngine":
+        """Top-k, interval samples, statistics and fetch over this snapshot (see client/query.py)."""
+        from actlake.client.query import QueryEngine
+
+        return self.__dict__.setdefault("_query_engine", QueryEngine(self))
 
     # ---- random access ------------------------------------------------------------------------
     def weights(self, name: str | None = None):

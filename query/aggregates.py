@@ -1,0 +1,250 @@
+"""Mergeable aggregates: the four-method contract every query is built from (pure numpy).
+
+An aggregate is a small object holding its configuration; its *state* is a plain dict of numpy
+arrays (picklable, so Ray tasks can return it).  The contract, after Ray's ``AggregateFnV2``:
+
+* ``zero() -> state``                      the empty partial result;
+* ``update(state, block) -> state``        fold one :class:`Block` of rows in;
+* ``merge(a, b) -> state``                 combine two partial results (a's rows precede b's);
+* ``finalize(state) -> result``            the user-facing numbers.
+
+For every class ``finalize(merge(update(zero, A), update(zero, B))) == finalize(update(zero, A⊕B))``
+(up to float rounding), which is proven once per class in ``tests/query/test_aggregates.py``; an
+executor then only has to merge partial results in plan order to be correct.  Top-k and interval
+samples live in ``query/topk.py``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actlake.query.values import row_kurtosis, row_norms
+
+State = dict[str, Any]
+
+
+@dataclass
+class Block:
+    """Rows handed to ``update``.
+
+    Attributes:
+        values: float32 ``[n, C]`` projected values (units, directions or SAE latents).
+        row_ids: int64 ``[n]`` global row ids, ascending.
+        x: float32 ``[n, d]`` the hook's full rows (needed by per-row summaries), or None.
+        cols: provenance columns needed by the query (``context_id`` for dedup, the ``by`` column).
+        values_b: float32 ``[n, B]`` values of a second hook / projection (co-moments), or None.
+    """
+
+    values: np.ndarray
+    row_ids: np.ndarray
+    x: np.ndarray | None = None
+    cols: dict[str, np.ndarray] = field(default_factory=dict)
+    values_b: np.ndarray | None = None
+
+    def take(self, idx: np.ndarray) -> "Block":
+        """The rows at ``idx`` (ascending indices keep row ids ascending)."""
+        return Block(self.values[idx], self.row_ids[idx], None if self.x is None else self.x[idx],
+                     {k: v[idx] for k, v in self.cols.items()}, None if self.values_b is None else self.values_b[idx])
+
+
+class Moments:
+    """Count, mean, central moments M2..M4, min and max per column, in float64.
+
+    Each block's moments are computed about the block's own mean and merged with the pairwise
+    update of Chan, Golub & LeVeque (1979) extended to 3rd and 4th order by Pébay (2008), "Formulas
+    for robust, one-pass parallel computation of covariances and arbitrary-order statistical
+    moments", Sandia SAND2008-6212, eq. (3.1): no sum of raw powers is ever formed, so data with
+    a large mean (1e4) and a small variance keeps its precision.
+
+    ``finalize`` returns population statistics: ``var = M2/n``, ``skew = sqrt(n) M3 / M2^1.5``,
+    ``kurtosis = n M4 / M2^2 - 3`` (excess, Fisher; as ``scipy.stats`` with ``bias=True``); NaN where
+    a column is constant or empty."""
+
+    def __init__(self, width: int):
+        self.width = width
+
+    def zero(self) -> State:
+        z = np.zeros(self.width)
+        return {"n": 0, "mean": z, "m2": z, "m3": z, "m4": z,
+                "min": np.full(self.width, np.inf), "max": np.full(self.width, -np.inf)}
+
+    def of(self, v: np.ndarray) -> State:
+        """State of one array ``[n, C]`` (any float dtype) computed directly about its mean."""
+        n = v.shape[0]
+        if n == 0:
+            return self.zero()
+        mean = v.sum(axis=0, dtype=np.float64) / n
+        r = v - mean  # float64
+        r2 = r * r
+        return {"n": n, "mean": mean, "m2": r2.sum(axis=0), "m3": np.einsum("ij,ij->j", r2, r),
+                "m4": np.einsum("ij,ij->j", r2, r2), "min": v.min(axis=0).astype(np.float64),
+                "max": v.max(axis=0).astype(np.float64)}
+
+    def update(self, state: State, block: Block) -> State:
+        return self.merge(state, self.of(block.values))
+
+    def merge(self, a: State, b: State) -> State:
+        na, nb = a["n"], b["n"]
+        if nb == 0:
+            return a
+        if na == 0:
+            return b
+        n = na + nb
+        d = b["mean"] - a["mean"]
+        d2 = d * d
+        f = na * nb / n
+        m2 = a["m2"] + b["m2"] + d2 * f
+        m3 = a["m3"] + b["m3"] + d * d2 * f * (na - nb) / n + 3.0 * d * (na * b["m2"] - nb * a["m2"]) / n
+        m4 = (a["m4"] + b["m4"] + d2 * d2 * f * (na * na - na * nb + nb * nb) / (n * n)
+              + 6.0 * d2 * (na * na * b["m2"] + nb * nb * a["m2"]) / (n * n)
+              + 4.0 * d * (na * b["m3"] - nb * a["m3"]) / n)
+        return {"n": n, "mean": a["mean"] + d * (nb / n), "m2": m2, "m3": m3, "m4": m4,
+                "min": np.minimum(a["min"], b["min"]), "max": np.maximum(a["max"], b["max"])}
+
+    def finalize(self, s: State) -> dict[str, np.ndarray]:
+        n = s["n"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok = s["m2"] > 0
+            var = s["m2"] / n if n else np.full(self.width, np.nan)
+            skew = np.where(ok, np.sqrt(n) * s["m3"] / np.where(ok, s["m2"], 1.0) ** 1.5, np.nan)
+            kurt = np.where(ok, n * s["m4"] / np.where(ok, s["m2"], 1.0) ** 2 - 3.0, np.nan)
+        empty = np.full(self.width, np.nan)
+        return {"count": np.full(self.width, n, dtype=np.int64), "mean": s["mean"] if n else empty, "var": var,
+                "skew": skew, "kurtosis": kurt, "min": s["min"] if n else empty, "max": s["max"] if n else empty}
+
+
+class Density:
+    """Fraction of rows whose value is ``> threshold``, per column (the SAE "feature density")."""
+
+    def __init__(self, width: int, threshold: float = 0.0):
+        self.width, self.threshold = width, threshold
+
+    def zero(self) -> State:
+        return {"n": 0, "above": np.zeros(self.width, dtype=np.int64)}
+
+    def update(self, state: State, block: Block) -> State:
+        return self.merge(state, {"n": block.values.shape[0],
+                                  "above": np.count_nonzero(block.values > self.threshold, axis=0).astype(np.int64)})
+
+    def merge(self, a: State, b: State) -> State:
+        return {"n": a["n"] + b["n"], "above": a["above"] + b["above"]}
+
+    def finalize(self, s: State) -> dict[str, np.ndarray]:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return {"density": s["above"] / s["n"] if s["n"] else np.full(self.width, np.nan),
+                    "active": s["above"]}
+
+
+class Histogram:
+    """Counts in ``bins`` equal-width bins over ``[lo, hi]``, the same bins for every column.
+
+    Values below ``lo`` / above ``hi`` are counted in the first / last bin (the engine takes the
+    range from a first pass's min and max, so nothing falls outside).  NaN is not counted.  Bin
+    membership equals ``numpy.histogram(v, bins, (lo, hi))`` (same edge correction)."""
+
+    def __init__(self, width: int, bins: int, lo: float, hi: float):
+        self.width, self.bins = width, bins
+        self.lo, self.hi = float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+    @property
+    def edges(self) -> np.ndarray:
+        """float64 ``[bins + 1]``."""
+        return np.linspace(self.lo, self.hi, self.bins + 1)
+
+    def zero(self) -> State:
+        return {"counts": np.zeros((self.width, self.bins), dtype=np.int64)}
+
+    def update(self, state: State, block: Block) -> State:
+        v = np.clip(block.values.astype(np.float64), self.lo, self.hi)
+        idx = ((v - self.lo) * (self.bins / (self.hi - self.lo))).astype(np.int64)
+        np.clip(idx, 0, self.bins - 1, out=idx)
+        edges = self.edges  # fix rounding at the edges exactly as numpy.histogram does
+        idx -= v < edges[idx]
+        idx += (v >= edges[idx + 1]) & (idx != self.bins - 1)
+        idx += (np.arange(self.width, dtype=np.int64) * self.bins)[None, :]
+        idx = idx[~np.isnan(v)]
+        counts = np.bincount(idx.ravel(), minlength=self.width * self.bins).reshape(self.width, self.bins)
+        return {"counts": state["counts"] + counts}
+
+    def merge(self, a: State, b: State) -> State:
+        return {"counts": a["counts"] + b["counts"]}
+
+    def finalize(self, s: State) -> dict[str, np.ndarray]:
+        return {"hist": s["counts"], "hist_edges": self.edges}
+
+
+class RowSummary:
+    """Moments of two per-row quantities: the L2 norm and the excess kurtosis of the row's d values
+    (the sparsity measure of the "null code" studies), computed from ``block.x``."""
+
+    def __init__(self) -> None:
+        self._m = Moments(2)
+
+    def zero(self) -> State:
+        return self._m.zero()
+
+    def update(self, state: State, block: Block) -> State:
+        assert block.x is not None, "RowSummary needs the full rows"
+        return self._m.merge(state, self._m.of(np.stack([row_norms(block.x), row_kurtosis(block.x)], axis=1)))
+
+    def merge(self, a: State, b: State) -> State:
+        return self._m.merge(a, b)
+
+    def finalize(self, s: State) -> dict[str, dict[str, float]]:
+        f = self._m.finalize(s)
+        return {name: {k: v[i].item() for k, v in f.items()} for i, name in enumerate(("row_norm", "row_kurtosis"))}
+
+
+class Combined:
+    """Several aggregates over the same blocks; the result merges their result dicts."""
+
+    def __init__(self, parts: dict[str, Any]):
+        self.parts = parts
+
+    def zero(self) -> State:
+        return {k: a.zero() for k, a in self.parts.items()}
+
+    def update(self, state: State, block: Block) -> State:
+        return {k: a.update(state[k], block) for k, a in self.parts.items()}
+
+    def merge(self, a: State, b: State) -> State:
+        return {k: agg.merge(a[k], b[k]) for k, agg in self.parts.items()}
+
+    def finalize(self, s: State) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, a in self.parts.items():
+            out.update(a.finalize(s[k]))
+        return out
+
+
+class Grouped:
+    """``inner`` computed separately for every distinct value of provenance column ``by``.
+
+    Memory is one inner state per group seen (e.g. positions × units for ``by="context_pos"``)."""
+
+    def __init__(self, inner: Any, by: str):
+        self.inner, self.by = inner, by
+
+    def zero(self) -> State:
+        return {}
+
+    def update(self, state: State, block: Block) -> State:
+        keys = block.cols[self.by]
+        uniq, inv = np.unique(keys, return_inverse=True)
+        order = np.argsort(inv.reshape(-1), kind="stable")
+        bounds = np.searchsorted(inv.reshape(-1)[order], np.arange(len(uniq) + 1))
+        out = dict(state)
+        for i, key in enumerate(uniq.tolist()):
+            part = self.inner.update(self.inner.zero(), block.take(order[bounds[i]:bounds[i + 1]]))
+            out[key] = self.inner.merge(out[key], part) if key in out else part
+        return out
+
+    def merge(self, a: State, b: State) -> State:
+        out = dict(a)
+        for key, s in b.items():
+            out[key] = self.inner.merge(out[key], s) if key in out else s
+        return out
+
+    def finalize(self, s: State) -> dict[Any, Any]:
+        return {key: self.inner.finalize(s[key]) for key in sorted(s, key=lambda k: (str(type(k)), k))}

@@ -1,0 +1,58 @@
+"""`actlake query …` end to end (real subprocess): --out files equal the Python API, bad input is one
+`error:` line with a non-zero exit and no file."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+import actlake
+
+from query_stores import text_store
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "actlake.cli", "query", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    uri, x, _ = text_store(str(tmp_path_factory.mktemp("qc") / "s"))
+    return uri, x
+
+
+def test_topk_sae_and_stats_out_files_equal_python(store, tmp_path):
+    uri, x = store
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((x.shape[1], 6)).astype(np.float32)
+    np.savez(tmp_path / "sae.npz", W_enc=W, b_enc=np.zeros(6, np.float32))
+    r = _cli("topk", uri, "--hook", "h", "--sae", str(tmp_path / "sae.npz"), "-k", "4", "--dedup", "context",
+             "--out", str(tmp_path / "t.parquet"))
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(tmp_path / "t.parquet")
+    ref = actlake.open_dataset(uri).query.topk("h", encoder={"W_enc": W, "b_enc": np.zeros(6, np.float32)}, k=4,
+                                               dedup="context")
+    assert got.equals(ref)
+    r = _cli("stats", uri, "--hook", "h", "--unit", "1,2", "--out", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "s.json").read_text())
+    np.testing.assert_allclose([row["mean"] for row in rows], x[:, [1, 2]].astype(np.float64).mean(0), rtol=1e-12)
+    r = _cli("fetch", uri, "--rows", "3,1", "--hooks", "w", "--out", str(tmp_path / "f.csv"))
+    assert r.returncode == 0, r.stderr
+    f = pcsv.read_csv(tmp_path / "f.csv")
+    assert f.column("row_id").to_pylist() == [3, 1]
+    np.testing.assert_allclose([json.loads(v) for v in f.column("w").to_pylist()], x[[3, 1], :4] * 2, rtol=1e-5)
+
+
+def test_bad_query_is_one_error_line(store, tmp_path):
+    uri, _ = store
+    r = _cli("bottomk", uri, "--hook", "h", "--unit", "99", "--out", str(tmp_path / "b.parquet"))
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unit")
+    assert not list(tmp_path.iterdir())
