@@ -39,7 +39,7 @@ PYRIGHT_PATHS := build/pyright-paths/actlake
 $(PYRIGHT_PATHS): pyproject.toml
 	mkdir -p $@
 	ln -sfn ../../../actlake/__init__.py $@/__init__.py
-	for d in schemas store workers service client; do ln -sfn ../../../$$d $@/$$d; done
+	for d in schemas store workers service client query; do ln -sfn ../../../$$d $@/$$d; done
 
 lint: install $(PYRIGHT_PATHS)
 	$(BIN)/ruff check schemas store client

@@ -35,7 +35,7 @@ class ActivationIterator:
     because SAE trainers expect flat float vectors.  ``state_dict()`` / ``load_state_dict()`` resume
     at the exact batch (O(1), via the stream's own state)."""
 
-    def __init__(self, ds: "ActivationDataset", hooks: str | Sequence[str], batch_size: int, *, seed: int = 0,
+    def __init__(self, ds: ActivationDataset, hooks: str | Sequence[str], batch_size: int, *, seed: int = 0,
                  shuffle: bool = True, rank: int = 0, world_size: int = 1, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = torch.float32, epochs: int | None = None, start_epoch: int = 0,
                  **stream_kw: Any):
@@ -62,7 +62,7 @@ class ActivationIterator:
         return n
 
     # ---- iteration ----------------------------------------------------------------------------
-    def __iter__(self) -> "ActivationIterator":
+    def __iter__(self) -> ActivationIterator:
         return self
 
     def __next__(self) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -122,7 +122,7 @@ class ActivationIterator:
 
 
 # ---- SAELens --------------------------------------------------------------------------------------
-def saelens_data_provider(ds: "ActivationDataset", hooks: str | Sequence[str], batch_size: int,
+def saelens_data_provider(ds: ActivationDataset, hooks: str | Sequence[str], batch_size: int,
                           **kw: Any) -> ActivationIterator:
     """``data_provider`` for SAELens' ``SAETrainer`` (one hook → tensors) or ``MultiSAETrainer``
     (several hooks → ``{hook: tensor}``).  ``batch_size`` must equal the trainer config's
@@ -130,7 +130,7 @@ def saelens_data_provider(ds: "ActivationDataset", hooks: str | Sequence[str], b
     return ActivationIterator(ds, hooks, batch_size, **kw)
 
 
-def saelens_trainer(ds: "ActivationDataset", hook: str, sae: Any, cfg: Any, **kw: Any) -> Any:
+def saelens_trainer(ds: ActivationDataset, hook: str, sae: Any, cfg: Any, **kw: Any) -> Any:
     """A ``sae_lens.SAETrainer`` for ``sae`` fed from ``hook``; call ``.fit()`` on it.
 
     ``cfg`` is a ``sae_lens.config.SAETrainerConfig``; its batch size and device are used for the
@@ -149,7 +149,7 @@ def saelens_trainer(ds: "ActivationDataset", hook: str, sae: Any, cfg: Any, **kw
 
 
 # ---- dictionary_learning --------------------------------------------------------------------------
-def dictionary_learning_data(ds: "ActivationDataset", hook: str, batch_size: int, device: str | None = None,
+def dictionary_learning_data(ds: ActivationDataset, hook: str, batch_size: int, device: str | None = None,
                              **kw: Any) -> ActivationIterator:
     """The ``data`` argument of ``dictionary_learning.training.trainSAE``: an endless iterator of
     ``[batch_size, d]`` float tensors (trainSAE stops after ``steps``).  Pass the same ``device`` as
@@ -175,7 +175,7 @@ class _PositionRows(torch.utils.data.Dataset):
         col = torch.tensor([self.positions[i] for i in idx]).view(-1, 1)
         return [{"input_ids": r} for r in col]
 
-    def select(self, indices: Sequence[int]) -> "_PositionRows":
+    def select(self, indices: Sequence[int]) -> _PositionRows:
         if isinstance(indices, range):  # what sparsify passes; stays O(1) for a range of positions
             return _PositionRows(self.positions[indices.start:indices.stop:indices.step])
         return _PositionRows([self.positions[i] for i in indices])
@@ -202,7 +202,7 @@ class ReplayModel(nn.Module):
             self.hookpoints[h] = name
 
     @property
-    def base_model(self) -> "ReplayModel":
+    def base_model(self) -> ReplayModel:
         return self
 
     @property
@@ -229,7 +229,7 @@ class ReplayModel(nn.Module):
             self.get_submodule(name)(rows[h].to(self._device).unsqueeze(1))
 
 
-def sparsify_trainer(ds: "ActivationDataset", cfg: Any, hooks: str | Sequence[str] | None = None, *,
+def sparsify_trainer(ds: ActivationDataset, cfg: Any, hooks: str | Sequence[str] | None = None, *,
                      device: str | torch.device = "cpu", epochs: int = 1, seed: int = 0, shuffle: bool = True,
                      rank: int | None = None, world_size: int | None = None, **stream_kw: Any) -> Any:
     """A ``sparsify.Trainer`` that trains on stored activations; call ``.fit()`` on it.

@@ -13,8 +13,9 @@ import sys
 import threading
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ class BatchStream:
     more fragments mixed per batch, more, smaller reads; compressed hooks always read whole
     chunks), ``buffer_rows`` the shuffle window, ``prefetch`` the windows read ahead."""
 
-    def __init__(self, ds: "ActivationDataset", batch_size: int, hooks: list[str] | None = None,
+    def __init__(self, ds: ActivationDataset, batch_size: int, hooks: list[str] | None = None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = True, device: str | torch.device | None = None, with_provenance: bool = False,
                  buffer_rows: int | None = None, block_rows: int | None = None, io_threads: int | None = None,

@@ -144,7 +144,7 @@ class ActivationDataset:
         return ids
 
     @property
-    def query(self) -> "QueryEngine":
+    def query(self) -> QueryEngine:
         """Top-k, interval samples, statistics and fetch over this snapshot (see client/query.py)."""
         from actlake.client.query import QueryEngine
 
@@ -328,7 +328,7 @@ class ActivationDataset:
         return BatchStream(self, batch_size, hooks, shuffle, seed, epoch, rank, world_size, drop_last, device,
                            with_provenance, filter=filter, **kw)
 
-    def torch_dataset(self, batch_size: int, **kw) -> "TorchBatches":
+    def torch_dataset(self, batch_size: int, **kw) -> TorchBatches:
         """A ``torch.utils.data.IterableDataset`` of whole batches; use ``DataLoader(ds, batch_size=None)``.
         Work is split across DataLoader workers and DDP ranks (each row once across all of them)."""
         from actlake.client.torch_data import TorchBatches

@@ -24,7 +24,7 @@ class RowFilter(BaseModel):
     exclude_token_ids: tuple[int, ...] = ()
 
     @model_validator(mode="after")
-    def _range(self) -> "RowFilter":
+    def _range(self) -> RowFilter:
         if self.min_position is not None and self.max_position is not None and self.min_position > self.max_position:
             raise ValueError("min_position > max_position")
         return self

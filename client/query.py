@@ -47,7 +47,7 @@ class QueryEngine(AnalysisMixin):
     ``QueryError`` naming the argument, before any chunk is read), takes ``address=`` (Ray) and
     ``progress=`` (``callable(rows_done, rows_total)``), and reads through the store's readers."""
 
-    def __init__(self, ds: "ActivationDataset", threads: int | None = None, tokenizer: Any = None):
+    def __init__(self, ds: ActivationDataset, threads: int | None = None, tokenizer: Any = None):
         self.ds, self.threads = ds, threads
         self._tokenizer = tokenizer
         self._decode: Decode | None | bool = None if tokenizer is None else False

@@ -25,8 +25,15 @@ from actlake.client.remote_stream import RemoteBatchStream, _raise, table_tensor
 from actlake.schemas import errors as E
 from actlake.schemas.manifest import Manifest
 from actlake.schemas.stream import StreamSpec
-from actlake.schemas.wire import (ACTION_INFO, ACTION_STATS, ProvenanceTicket, SampleTicket, TakeTicket, check_name,
-                                  encode)
+from actlake.schemas.wire import (
+    ACTION_INFO,
+    ACTION_STATS,
+    ProvenanceTicket,
+    SampleTicket,
+    TakeTicket,
+    check_name,
+    encode,
+)
 
 if TYPE_CHECKING:
     from actlake.client.torch_data import TorchBatches
@@ -183,7 +190,7 @@ class RemoteDataset:
     def batches(self, batch_size: int, hooks: list[str] | str | None = None, shuffle: bool = True, seed: int = 0,
                 epoch: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True, device=None,
                 with_provenance: bool = False, filter: Any = None, prefetch_batches: int = 4, **kw
-                ) -> "RemoteBatchStream":
+                ) -> RemoteBatchStream:
         """Batches ``{hook: tensor[B, ...]}`` (+ ``row_id`` int64[B] with provenance), identical to
         ``ActivationDataset.batches`` with the same arguments; ``prefetch_batches`` are kept queued.
 
@@ -199,7 +206,7 @@ class RemoteDataset:
                                       with_provenance, filter, **kw)
         return RemoteBatchStream(self, spec, device, prefetch_batches)
 
-    def torch_dataset(self, batch_size: int, **kw) -> "TorchBatches":
+    def torch_dataset(self, batch_size: int, **kw) -> TorchBatches:
         """A ``torch.utils.data.IterableDataset`` of whole batches, as ``ActivationDataset.torch_dataset``."""
         from actlake.client.torch_data import TorchBatches
 

@@ -1,7 +1,8 @@
 """A torch IterableDataset over batch streams, sharded across DDP ranks and DataLoader workers."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -38,7 +39,7 @@ class TorchBatches(IterableDataset):
     Each pass (``iter``) starts at the step set by ``set_epoch`` (0) or ``load_state_dict``.
     ``rank``/``world_size`` default to torch.distributed's."""
 
-    def __init__(self, ds: "ActivationDataset", batch_size: int, rank: int | None = None,
+    def __init__(self, ds: ActivationDataset, batch_size: int, rank: int | None = None,
                  world_size: int | None = None, epoch: int = 0, num_workers: int | None = None, **stream_kw: Any):
         super().__init__()
         auto_rank, auto_world = _ddp_rank_world()
@@ -90,7 +91,7 @@ class TorchBatches(IterableDataset):
         self._shared[0], self._shared[1] = epoch, step
         self.step = step
 
-    def loader(self, num_workers: int = 0, **dataloader_kw: Any) -> "TorchLoader":
+    def loader(self, num_workers: int = 0, **dataloader_kw: Any) -> TorchLoader:
         """A ``torch.utils.data.DataLoader`` over this dataset (``batch_size=None``: batches are
         already whole) that counts the batches it hands out, so ``state_dict()`` is exact."""
         self._workers_hint = num_workers

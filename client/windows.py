@@ -33,7 +33,7 @@ except ImportError:  # not POSIX
 class Window:
     """Segments [s0, s1) of a rank's plan, their stream order, and the batches that read them."""
 
-    def __init__(self, ds: "ActivationDataset", hooks: list[str], segments: sh.Segments, s0: int, s1: int,
+    def __init__(self, ds: ActivationDataset, hooks: list[str], segments: sh.Segments, s0: int, s1: int,
                  order: Future, rot: np.ndarray | None = None):
         self.ds, self.hooks = ds, hooks
         self.num_segments = s1 - s0

@@ -74,7 +74,7 @@ class HookSpec(BaseModel):
         return self.module + self.suffix
 
     @classmethod
-    def parse(cls, text: str) -> "HookSpec":
+    def parse(cls, text: str) -> HookSpec:
         text = text.strip()
         if not text:
             raise ValueError("empty hook name")

@@ -26,7 +26,7 @@ class EncoderSpec(BaseModel):
     k: int | None = Field(None, gt=0, description="latents kept per row for activation 'topk'")
 
     @model_validator(mode="after")
-    def _k(self) -> "EncoderSpec":
+    def _k(self) -> EncoderSpec:
         if self.activation == "topk" and self.k is None:
             raise ValueError("activation 'topk' needs k")
         return self
@@ -66,7 +66,7 @@ class QuerySpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_selector(self) -> "QuerySpec":
+    def _one_selector(self) -> QuerySpec:
         given = [n for n in ("unit", "direction", "encoder") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"{given[1]}: give only one of unit, direction, encoder (got {', '.join(given)})")

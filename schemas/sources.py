@@ -28,7 +28,7 @@ class SourceSpec(BaseModel):
     max_docs: int | None = None
 
     @model_validator(mode="after")
-    def _path_required(self) -> "SourceSpec":
+    def _path_required(self) -> SourceSpec:
         if self.type != "python-stdlib" and not self.path:
             raise ValueError(f"source type {self.type!r} needs a path")
         if self.max_docs is not None and self.max_docs <= 0:
@@ -36,7 +36,7 @@ class SourceSpec(BaseModel):
         return self
 
     @classmethod
-    def from_string(cls, text: str) -> "SourceSpec":
+    def from_string(cls, text: str) -> SourceSpec:
         """Infer a source from a CLI ``--data`` value."""
         if text in ("stdlib", "python-stdlib"):
             return cls(type="python-stdlib")

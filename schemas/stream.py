@@ -50,7 +50,7 @@ class StreamSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _rank(self) -> "StreamSpec":
+    def _rank(self) -> StreamSpec:
         if self.rank >= self.world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={self.rank}, world_size={self.world_size}")
         return self
@@ -59,7 +59,7 @@ class StreamSpec(BaseModel):
     def from_kwargs(cls, batch_size: int, hooks: list[str] | str | None = None, shuffle: bool = True, seed: int = 0,
                     epoch: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True,
                     with_provenance: bool = False, filter: Any = None, buffer_rows: int | None = None,
-                    block_rows: int | None = None) -> "StreamSpec":
+                    block_rows: int | None = None) -> StreamSpec:
         """The spec of ``ds.batches(...)`` called with the same keywords (``device`` and the loader's
         speed knobs ``io_threads``/``prefetch``/``prefetch_batches`` are not part of a spec).
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -87,7 +87,7 @@ class SampleTicket(_Msg):
     filter: dict[str, Any] | None = None
 
 
-Ticket = Annotated[Union[StreamTicket, TakeTicket, ProvenanceTicket, SampleTicket], Field(discriminator="kind")]
+Ticket = Annotated[StreamTicket | TakeTicket | ProvenanceTicket | SampleTicket, Field(discriminator="kind")]
 _TICKET = TypeAdapter(Ticket)
 
 

@@ -46,7 +46,7 @@ class Snapshot:
     offsets: np.ndarray = field(repr=False)
 
     @classmethod
-    def of(cls, version: int, fragments: list[FragmentRecord] | tuple[FragmentRecord, ...]) -> "Snapshot":
+    def of(cls, version: int, fragments: list[FragmentRecord] | tuple[FragmentRecord, ...]) -> Snapshot:
         offsets = np.zeros(len(fragments) + 1, dtype=np.int64)
         np.cumsum([f.num_rows for f in fragments], out=offsets[1:])
         offsets.flags.writeable = False
@@ -81,7 +81,7 @@ class SnapshotBuilder:
         self.num_rows = sum(f.num_rows for f in self.fragments)
 
     @classmethod
-    def from_snapshot(cls, snap: "Snapshot | SnapshotBuilder") -> "SnapshotBuilder":
+    def from_snapshot(cls, snap: Snapshot | SnapshotBuilder) -> SnapshotBuilder:
         if isinstance(snap, SnapshotBuilder):
             return snap
         return cls(snap.version, snap.fragments)
@@ -158,7 +158,7 @@ class CommitLog:
             b.append(rec)
         return b
 
-    def commit(self, record: FragmentRecord, snap: "Snapshot | SnapshotBuilder") -> tuple[bool, SnapshotBuilder]:
+    def commit(self, record: FragmentRecord, snap: Snapshot | SnapshotBuilder) -> tuple[bool, SnapshotBuilder]:
         """Append ``record`` unless its unit is already committed.  Returns (committed, builder).
 
         ``snap`` is the caller's latest view; a builder is extended in place (a frozen snapshot is
@@ -188,7 +188,7 @@ class CommitLog:
             f"could not commit unit {record.unit_id} to {self.store.uri}: lost {MAX_COMMIT_ATTEMPTS} races "
             "for the next log version (too many concurrent committers)")
 
-    def write_checkpoint(self, snap: "Snapshot | SnapshotBuilder") -> None:
+    def write_checkpoint(self, snap: Snapshot | SnapshotBuilder) -> None:
         """Consolidate the log up to ``snap.version`` so readers skip the per-commit files."""
         if snap.version < 0:
             return

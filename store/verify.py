@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 from actlake.schemas.errors import ActlakeError, NotADatasetError
 from actlake.schemas.fragment import FragmentRecord

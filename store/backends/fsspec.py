@@ -3,7 +3,8 @@
 Every call goes through ``retry.with_retries`` so transient faults are retried in one place."""
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from actlake.store.backends.base import ObjectInfo, ObjectStore
 from actlake.store.backends.retry import with_retries

@@ -13,7 +13,8 @@ import errno
 import random
 import socket
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from actlake.schemas.errors import StorageError
 
