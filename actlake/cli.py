@@ -246,18 +246,17 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
         raise typer.Exit(1)
 
 
+# Commands that live in their own modules (one concept per file).
+from actlake.cli_hooks import hooks as _hooks  # noqa: E402
+from actlake.cli_jobs import register as _register_jobs  # noqa: E402
+from actlake.cli_query import app as _query_app  # noqa: E402
+from actlake.cli_serve import serve as _serve  # noqa: E402
 from actlake.cli_vacuum import vacuum as _vacuum  # noqa: E402
 
+app.command(name="hooks")(_hooks)
 app.command(name="vacuum")(_vacuum)
-
-from actlake.cli_jobs import register as _register_jobs  # noqa: E402
-
+app.command(name="serve")(_serve)
 _register_jobs(app)
-
-app.command(name="serve")(__import__("actlake.cli_serve", fromlist=["serve"]).serve)
-
-from actlake.cli_query import app as _query_app  # noqa: E402
-
 app.add_typer(_query_app, name="query")
 
 
