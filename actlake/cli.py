@@ -120,28 +120,31 @@ def extract(
 
 
 def _disk_bytes(ds) -> tuple[dict[str, int], int]:
-    """True bytes on storage of the committed fragments: per zarr array, and everything else."""
+    """True bytes on storage of the committed fragments: (per hook, total).  From the commit records
+    (no listing) where they hold sizes; fragments written before sizes were recorded are measured."""
     from actlake.store import layout
+    from actlake.store.verify import committed_sizes
 
+    total, per_hook = committed_sizes(ds.snapshot, ds.manifest.hooks)
+    old = {f.path for f in ds.snapshot.fragments if not f.total_bytes}
+    if not old:
+        return per_hook, total
     store = ds.store
-    committed = {f.path for f in ds.snapshot.fragments}
-    per_array: dict[str, int] = {}
-    other = 0
+    by_array = {h.array: name for name, h in ds.manifest.hooks.items()}
     try:
         found = store.fs.find(store.path(layout.FRAGMENTS), detail=True)
     except FileNotFoundError:
-        return per_array, other
+        return per_hook, total
     root = store.path(layout.FRAGMENTS).rstrip("/") + "/"
     for path, st in found.items():
         parts = path[len(root):].split("/") if path.startswith(root) else []
-        if not parts or f"{layout.FRAGMENTS}/{parts[0]}" not in committed:
+        if not parts or f"{layout.FRAGMENTS}/{parts[0]}" not in old:
             continue
         size = int(st.get("size") or 0)
-        if len(parts) >= 3 and parts[1] == layout.ACTS:
-            per_array[parts[2]] = per_array.get(parts[2], 0) + size
-        else:
-            other += size
-    return per_array, other
+        total += size
+        if len(parts) >= 3 and parts[1] == layout.ACTS and parts[2] in by_array:
+            per_hook[by_array[parts[2]]] += size
+    return per_hook, total
 
 
 def _print_info(uri: str) -> None:
@@ -149,47 +152,42 @@ def _print_info(uri: str) -> None:
 
     ds = actlake.open_dataset(uri)
     m = ds.manifest
-    disk, other = _disk_bytes(ds)
+    disk, total = _disk_bytes(ds)
     t = Table(title=f"{uri}  ({m.status})", show_header=True)
     for c in ("hook", "shape", "dtype", "codec", "values", "on disk"):
         t.add_column(c)
     for name, h in m.hooks.items():
         t.add_row(name, "×".join(map(str, h.shape)), h.dtype, h.codec, _human(h.row_bytes * ds.num_rows),
-                  _human(disk.get(h.array, 0)))
+                  _human(disk.get(name, 0)))
     out.print(t)
     out.print(f"model {m.model.id} ({m.model.architecture}, {m.model.kind}); rows {ds.num_rows:,}; "
               f"fragments {len(ds.snapshot.fragments)}; chunk rows {m.chunk_rows}; "
               f"write-time row shuffle {'on' if m.row_shuffle else 'off'}; "
-              f"on disk {_human(sum(disk.values()) + other)} (provenance and checksums {_human(other)})",
+              f"on disk {_human(total)} (provenance, documents and checksums {_human(total - sum(disk.values()))})",
               highlight=False)
     if m.tokenizer is not None:
         tk = m.tokenizer
         line = (f"tokenizer {tk.name} (vocab {tk.vocab_size:,}; bos {tk.bos_token_id}, eos {tk.eos_token_id}, "
                 f"pad {tk.pad_token_id})")
+        pk = tk.packing
+        if pk is not None:
+            auto = " (auto)" if pk.prepend_bos_requested is None else ""
+            line += (f"; packing: prepend {pk.bos_token or 'bos'} {'yes' if pk.prepend_bos else 'no'}{auto}, "
+                     f"separator {pk.separator_token or 'none'}, rows dropped for "
+                     f"{', '.join(pk.drop_tokens) or 'no'} inserted tokens")
         if m.job is not None:
-            line += (f"; context {m.job.context_len}; prepend bos {'yes' if m.job.prepend_bos else 'no'}; "
-                     f"rows dropped for {', '.join(m.job.drop_tokens) or 'no'} tokens")
+            line += f"; context {m.job.context_len}"
         out.print(line, highlight=False, markup=False)
-    nonfinite = _nonfinite(m.model_dump(mode="json"))
-    if nonfinite:
-        out.print("non-finite values: " + "; ".join(f"{k} {v}" for k, v in nonfinite.items()),
-                  highlight=False, markup=False)
-
-
-def _nonfinite(d: dict, prefix: str = "") -> dict[str, object]:
-    """Every non-zero manifest entry whose key names non-finite counts (nonfinite*, non_finite*)."""
-    found: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            if "finite" in k.replace("_", "").lower() and not any(isinstance(x, dict) for x in v.values()):
-                if any(v.values()):
-                    found[key] = v
-            else:
-                found.update(_nonfinite(v, key + "."))
-        elif "nonfinite" in k.replace("_", "").lower() and v:
-            found[key] = v
-    return found
+    counts: dict[str, int] = {}
+    for f in ds.snapshot.fragments:
+        for hook, n in f.nonfinite.items():
+            counts[hook] = counts.get(hook, 0) + n
+    policy = m.job.nonfinite if m.job is not None else "error"
+    if any(counts.values()):
+        out.print(f"non-finite values (policy {policy}): "
+                  + "; ".join(f"{k} {v:,}" for k, v in counts.items() if v), highlight=False, markup=False)
+    else:
+        out.print(f"non-finite values: none (policy {policy})", highlight=False, markup=False)
 
 
 def _human(n: float) -> str:
