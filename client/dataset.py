@@ -16,6 +16,7 @@ from actlake.client.filters import RowFilter
 from actlake.schemas.errors import ActlakeError
 from actlake.schemas.manifest import Manifest
 from actlake.store.commitlog import CommitLog, Snapshot
+from actlake.store.derived import derived_hooks
 from actlake.store.dtypes import STORAGE, storage_to_tensor
 from actlake.store.fragment import FragmentReader
 from actlake.store.fs import StoreFS, open_store
@@ -39,6 +40,7 @@ class ActivationDataset:
         self.store = store
         self.manifest: Manifest = read_manifest(store)
         self.snapshot: Snapshot = CommitLog(store).snapshot()
+        self.manifest.hooks.update(derived_hooks(self.snapshot))  # format 2: derived hooks (store/derived.py)
         self.chunk_rows = self.manifest.chunk_rows
         self._hook_infos = self.manifest.hooks
         self._readers: dict[int, FragmentReader] = {}

@@ -284,3 +284,38 @@ class QueryEngine:
             a = acts[h].float().reshape(len(ids), -1).numpy()
             table = table.append_column(h, pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1]))
         return table
+
+    # ---- analyses (client/analysis.py, client/plots.py) -----------------------------------------
+    def correlate(self, hook_a: str, hook_b: str | None = None, units_a: Any = None, units_b: Any = None,
+                  **kw: Any) -> Any:
+        """Pearson correlation between units / directions / SAE latents of two hooks (one pass,
+        float64 co-moments): ``CorrelationResult`` (``.matrix [n_a, n_b]``, ``.best``).  See
+        ``actlake.client.analysis.correlate``."""
+        from actlake.client.analysis import correlate
+
+        return correlate(self.ds, hook_a, hook_b, units_a, units_b, threads=kw.pop("threads", self.threads), **kw)
+
+    def covariance(self, hook: str, **kw: Any) -> np.ndarray:
+        """float64 ``[d, d]`` covariance of a hook (ddof=1); see ``actlake.client.analysis.covariance``."""
+        from actlake.client.analysis import covariance
+
+        return covariance(self.ds, hook, threads=kw.pop("threads", self.threads), **kw)
+
+    def pca(self, hook: str, n_components: int, **kw: Any) -> Any:
+        """``PCAResult`` (``.mean``, ``.components [k, d]``, ``.explained_variance``, ``.cosine(v)``)."""
+        from actlake.client.analysis import pca
+
+        return pca(self.ds, hook, n_components, threads=kw.pop("threads", self.threads), **kw)
+
+    def project(self, hook: str, directions: Any, name: str, **kw: Any) -> str:
+        """Write every row's values on ``directions [C, d]`` as derived hook ``name`` (float32)."""
+        from actlake.client.analysis import project
+
+        return project(self.ds, hook, directions, name, **kw)
+
+    def plot(self, kind: str, hook: str, path: str | None = None, **kw: Any) -> Any:
+        """A matplotlib figure (saved to ``path`` when given): ``kind`` "histogram" (per unit),
+        "density" (over units, log scale) or "kurtosis" (per layer); see ``actlake.client.plots``."""
+        from actlake.client.plots import plot
+
+        return plot(self.ds, kind, hook, path, **kw)

@@ -57,6 +57,8 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
     """Fold every chunk of ``item`` into ``agg.zero()``, in row order.  Returns the partial state.
 
     Raises: StoreDamagedError / ActlakeError from the reader on missing or truncated chunks."""
+    if hasattr(ctx, "scan"):  # contexts with their own loop (query/rangescan.py: two hooks, joins)
+        return ctx.scan(item, agg)
     state = agg.zero()
     hooks = {ctx.hook: ctx.info}
     # uncompressed chunks are read into one reused buffer (no allocation or page faults per chunk);

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from actlake.schemas.errors import ActlakeError
-from actlake.schemas.fragment import Commit, FragmentRecord
+from actlake.schemas.fragment import Commit, DerivedRecord, FragmentRecord
 from actlake.store import layout
 from actlake.store.fs import StoreFS
 
@@ -29,13 +29,15 @@ class Snapshot:
     version: int
     fragments: list[FragmentRecord]
     unit_ids: set[str] = field(default_factory=set, repr=False)
+    derived: list[DerivedRecord] = field(default_factory=list, repr=False)  # format 2 entries, log order
     _offsets: list[int] = field(default_factory=lambda: [0], repr=False)
 
     @classmethod
-    def of(cls, version: int, fragments: list[FragmentRecord]) -> "Snapshot":
+    def of(cls, version: int, fragments: list[FragmentRecord], derived: list[DerivedRecord] | None = None) -> "Snapshot":
         snap = cls(-1, [])
         for f in fragments:
             snap._append(f)
+        snap.derived = list(derived or [])
         snap.version = version
         return snap
 
@@ -77,12 +79,13 @@ class CommitLog:
 
     def snapshot(self) -> Snapshot:
         """Latest snapshot: last checkpoint + the commits after it, stopping at the first gap."""
-        base_version, fragments = -1, []
+        base_version, fragments, derived = -1, [], []
         if self.store.exists(layout.LAST_CHECKPOINT):
             ptr = self.store.read_json(layout.LAST_CHECKPOINT)
             cp = self.store.read_json(layout.checkpoint_name(int(ptr["version"])))
             base_version = int(cp["version"])
             fragments = [FragmentRecord.model_validate(f) for f in cp["fragments"]]
+            derived = [DerivedRecord.model_validate(d) for d in cp.get("derived", [])]
         versions = sorted(
             int(n[:-5]) for n in self.store.listdir(layout.COMMITS)
             if n.endswith(".json") and n[:-5].isdigit() and int(n[:-5]) > base_version
@@ -97,10 +100,14 @@ class CommitLog:
             blobs = self.store.fs.cat(paths) if len(paths) > 1 else {paths[0]: self.store.fs.cat_file(paths[0])}
             for p in paths:
                 try:
-                    fragments.append(Commit.model_validate(json.loads(blobs[p])).fragment)
+                    c = Commit.model_validate(json.loads(blobs[p]))
                 except (ValidationError, json.JSONDecodeError):
                     raise ActlakeError(f"store is damaged: unreadable commit {p}") from None
-        return Snapshot.of(base_version + len(want), fragments)
+                if c.fragment is not None:
+                    fragments.append(c.fragment)
+                elif c.derived is not None:
+                    derived.append(c.derived)
+        return Snapshot.of(base_version + len(want), fragments, derived)
 
     def commit(self, record: FragmentRecord, snap: Snapshot) -> tuple[bool, Snapshot]:
         """Append ``record`` unless its unit is already committed.  Returns (committed, snapshot).
@@ -119,10 +126,27 @@ class CommitLog:
                 return True, snap
             snap = self.snapshot()
 
+    def commit_derived(self, record: DerivedRecord, snap: Snapshot) -> tuple[bool, Snapshot]:
+        """Append a derived-hook entry unless a derived hook of that name is already committed.
+        Returns (committed, snapshot re-read after the commit)."""
+        while True:
+            if any(d.info.name == record.info.name for d in snap.derived):
+                return False, snap
+            version = snap.version + 1
+            body = Commit(version=version, derived=record, committed_at=_now()).model_dump_json().encode()
+            if self.store.put_if_absent(layout.commit_name(version), body):
+                snap = self.snapshot()
+                if (version + 1) % layout.CHECKPOINT_EVERY == 0:
+                    self.write_checkpoint(snap)
+                return True, snap
+            snap = self.snapshot()
+
     def write_checkpoint(self, snap: Snapshot) -> None:
         """Consolidate the log up to ``snap.version`` so readers skip the per-commit files."""
         if snap.version < 0:
             return
         body = {"version": snap.version, "fragments": [f.model_dump(mode="json") for f in snap.fragments]}
+        if snap.derived:
+            body["derived"] = [d.model_dump(mode="json") for d in snap.derived]
         self.store.write_bytes(layout.checkpoint_name(snap.version), json.dumps(body).encode())
         self.store.write_bytes(layout.LAST_CHECKPOINT, json.dumps({"version": snap.version}).encode())
