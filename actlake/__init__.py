@@ -33,4 +33,15 @@ def extract(job: "JobSpec | dict[str, Any] | str", address: str | None = None,
     return run_job(job, address=address, storage_options=storage_options)
 
 
-__all__ = ["open_dataset", "ActivationDataset", "extract", "JobSpec", "ActlakeError", "errors", "__version__"]
+def join(ds_a: "ActivationDataset", ds_b: "ActivationDataset", on_mismatch: str = "error",
+         prefixes: tuple[str, str] = ("a/", "b/")) -> Any:
+    """Two datasets aligned on identical tokens as one (hooks: the union); see ``actlake.client.join``.
+
+    Raises AlignmentError naming the first differing row (e.g. a one-token shift), or on rows found
+    on one side only unless ``on_mismatch="drop"``."""
+    from actlake.client.join import join as _join
+
+    return _join(ds_a, ds_b, on_mismatch, prefixes)  # type: ignore[arg-type]
+
+
+__all__ = ["join", "open_dataset", "ActivationDataset", "extract", "JobSpec", "ActlakeError", "errors", "__version__"]

@@ -80,8 +80,7 @@ def row_source(ds: Any, hook: str, arg: str = "hook") -> Any:
     """The row source of ``hook`` of a plain (StoreRows) or joined (its ``_row_source``) dataset.
     Raises: QueryError naming ``arg`` (unknown hook), or on an empty store."""
     if hasattr(ds, "_row_source"):
-        check_hook_in(ds, hook, arg)
-        return ds._row_source(hook)
+        return ds._row_source(hook, arg)
     check_hook_in(ds.manifest, hook, arg)
     if ds.num_rows == 0:
         raise QueryError("dataset: the store has no committed rows to query")

@@ -84,13 +84,15 @@ class StoreRows:
 
 @dataclass
 class MappedRows:
-    """Row r of this space is row ``index[r]`` of ``base`` (a join's side).
+    """Row r of this space is row ``index[r]`` of ``base`` (a join's side); hook ``name`` here is
+    hook ``names.get(name, name)`` of ``base``.
 
-    Ranges whose base rows ascend are read as the span they cover (one sequential read, then a
-    gather); other ranges are read chunk-span by chunk-span of ``base`` in sorted order."""
+    Ranges whose base rows ascend densely are read as the span they cover (one sequential read,
+    then a gather); other ranges are read in sorted order, one span per run of nearby rows."""
 
     base: StoreRows
     index: np.ndarray  # int64 [num_rows]
+    names: dict[str, str] = field(default_factory=dict)  # name here -> name in base
 
     @property
     def num_rows(self) -> int:
@@ -98,23 +100,24 @@ class MappedRows:
 
     @property
     def hooks(self) -> dict[str, HookInfo]:
-        return self.base.hooks
+        inv = {v: k for k, v in self.names.items()}
+        return {inv.get(k, k): v for k, v in self.base.hooks.items()}
 
     def width(self, hook: str) -> int:
-        return self.base.width(hook)
+        return self.base.width(self.names.get(hook, hook))
 
     def read(self, hook: str, r0: int, r1: int, bufs: dict | None = None) -> np.ndarray:
+        hook = self.names.get(hook, hook)
         ids = self.index[r0:r1]
         if not len(ids):
-            return np.empty((0, self.width(hook)), np.float32)
+            return np.empty((0, self.base.width(hook)), np.float32)
         if np.all(ids[1:] > ids[:-1]) and ids[-1] - ids[0] < 2 * len(ids) + self.base.chunk_rows:
             span = self.base.read(hook, int(ids[0]), int(ids[-1]) + 1, bufs)
             return span[ids - ids[0]]
         order = np.argsort(ids, kind="stable")
         sids = ids[order]
-        out = np.empty((len(ids), self.width(hook)), np.float32)
-        cr = self.base.chunk_rows
-        cuts = np.flatnonzero(np.diff(sids) > cr) + 1
+        out = np.empty((len(ids), self.base.width(hook)), np.float32)
+        cuts = np.flatnonzero(np.diff(sids) > self.base.chunk_rows) + 1
         for part in np.split(np.arange(len(sids)), cuts):
             a, b = int(sids[part[0]]), int(sids[part[-1]]) + 1
             out[order[part]] = self.base.read(hook, a, b, bufs)[sids[part] - a]
