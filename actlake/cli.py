@@ -130,6 +130,9 @@ def verify(uri: str = typer.Argument(..., help="dataset URI")) -> None:
 from actlake.cli_query import app as _query_app  # noqa: E402
 
 app.add_typer(_query_app, name="query")
+from actlake.cli_browse import browse as _browse  # noqa: E402
+
+app.command("browse")(_browse)
 
 
 def main() -> None:

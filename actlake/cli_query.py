@@ -268,3 +268,8 @@ def fetch(uri: str = URI, rows: Optional[str] = typer.Option(None, help="row ids
                            **keys)
     _show(table, f"{table.num_rows} row(s)")
     _write(table, out_path)
+
+
+from actlake.cli_analysis import register as _register_analysis  # noqa: E402  (correlate, pca, project, plot)
+
+_register_analysis(app)

@@ -154,9 +154,10 @@ def correlate(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = No
     m = correlation(s)
     la, lb = _labels(pa_), _labels(pb)
     key = np.abs(m) if best == "abs" else m.copy()
-    if same or (np.array_equal(la, lb) and (hook_b is None or hook_b == hook_a) and pa_.kind == pb.kind
-                and pa_.kind in ("identity", "units")):
+    if same:
         np.fill_diagonal(key, np.nan)
+    elif (hook_b is None or hook_b == hook_a) and pa_.kind in ("identity", "units") and pb.kind in ("identity", "units"):
+        key[la[:, None] == lb[None, :]] = np.nan  # a unit is not its own best match
     key = np.where(np.isnan(key), -np.inf, key)
     j = np.argmax(key, axis=1) if key.shape[1] else np.zeros(key.shape[0], np.int64)
     found = np.isfinite(key[np.arange(len(j)), j]) if key.shape[1] else np.zeros(len(j), bool)
