@@ -52,6 +52,15 @@ def test_project_bit_equal_and_usable(tmp_path, dtype):
     assert json.loads(store.read_bytes("actlake.json"))["format_version"] == 2
     CommitLog(store).write_checkpoint(snap)  # consolidated checkpoints keep derived entries
     assert "proj" in actlake.open_dataset(uri).hooks
+    from actlake.store.verify import verify_store
+
+    assert verify_store(store).ok
+    chunk = Path(store.path(f"{snap.fragments[1].path}/acts/{rec.info.array}/c/0/0"))
+    raw = bytearray(chunk.read_bytes())
+    raw[5] ^= 1
+    chunk.write_bytes(bytes(raw))
+    rep = verify_store(store)
+    assert not rep.ok and any(rec.info.array in e for e in rep.errors)
     with pytest.raises(QueryError):
         ds2.query.project("h", D, name="proj")  # name taken
     with pytest.raises(QueryError):
