@@ -209,9 +209,12 @@ def build_site(ds: Any, hook: str, units: list[int], out: str, encoder: dict | N
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".browse-", dir=parent)
     try:
-        for i, f in enumerate(feats):
-            sel: dict[str, Any] = {"unit": [f.id]} if encoder is None else \
-                {"encoder": {**encoder, "W_enc": _col(encoder, hook, ds, f.id)[0], "b_enc": _col(encoder, hook, ds, f.id)[1]}}
+        for f in feats:
+            if encoder is None:
+                sel: dict[str, Any] = {"unit": [f.id]}
+            else:
+                w1, b1 = _col(encoder, hook, ds, f.id)
+                sel = {"encoder": {**encoder, "W_enc": w1, "b_enc": b1}}
             _hist_svg(ds, hook, f, sel, os.path.join(tmp, f"feature_{f.id}_hist.svg"))
             with open(os.path.join(tmp, f"feature_{f.id}.html"), "w", encoding="utf-8") as fh:
                 fh.write(_feature_html(hook, kind, f))

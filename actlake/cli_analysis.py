@@ -3,21 +3,34 @@
 Registered on the ``actlake query`` app by one line at the end of actlake/cli_query.py."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import typer
 
-from actlake.cli_query import ADDRESS, HOOK, OUT, TASKS, URI, _check_out, _direction, _ints, _qerr, _run, _show, _write, err, out
+from actlake.cli_query import (
+    ADDRESS,
+    HOOK,
+    OUT,
+    TASKS,
+    URI,
+    _check_out,
+    _direction,
+    _ints,
+    _qerr,
+    _run,
+    _show,
+    _write,
+    err,
+    out,
+)
 
 
 def correlate(uri: str = URI, hook: str = HOOK,
-              hook_b: Optional[str] = typer.Option(None, help="second hook (default: the same hook)"),
-              units: Optional[str] = typer.Option(None, help="units of --hook (comma-separated; default all)"),
-              units_b: Optional[str] = typer.Option(None, help="units of the second hook (default all)"),
+              hook_b: str | None = typer.Option(None, help="second hook (default: the same hook)"),
+              units: str | None = typer.Option(None, help="units of --hook (comma-separated; default all)"),
+              units_b: str | None = typer.Option(None, help="units of the second hook (default all)"),
               best: str = typer.Option("max", help="best match by 'max' correlation or 'abs' value"),
-              matrix: Optional[str] = typer.Option(None, help="also save the float64 matrix to this .npy file"),
-              out_path: Optional[str] = OUT, address: Optional[str] = ADDRESS, tasks: Optional[int] = TASKS) -> None:
+              matrix: str | None = typer.Option(None, help="also save the float64 matrix to this .npy file"),
+              out_path: str | None = OUT, address: str | None = ADDRESS, tasks: int | None = TASKS) -> None:
     """Pearson correlation between units of two hooks (one pass, float64); prints each unit's best match."""
     import actlake
 
@@ -35,8 +48,8 @@ def correlate(uri: str = URI, hook: str = HOOK,
 
 
 def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "-n", "--n-components"),
-        cosine: Optional[str] = typer.Option(None, help=".npy/.pt file of [d] or [m, d] vectors: cosine with each PC"),
-        out_path: Optional[str] = OUT, address: Optional[str] = ADDRESS, tasks: Optional[int] = TASKS) -> None:
+        cosine: str | None = typer.Option(None, help=".npy/.pt file of [d] or [m, d] vectors: cosine with each PC"),
+        out_path: str | None = OUT, address: str | None = ADDRESS, tasks: int | None = TASKS) -> None:
     """Principal components of a hook (streaming float64 covariance, eigendecomposition at the end)."""
     import pyarrow as pa
 
@@ -71,8 +84,8 @@ def project(uri: str = URI, hook: str = HOOK,
 
 
 def plot(kind: str = typer.Argument(..., help="histogram | density | kurtosis"), uri: str = URI,
-         hook: Optional[str] = typer.Option(None, "--hook", help="hook (kurtosis: comma-separated, default all)"),
-         units: Optional[str] = typer.Option(None, help="histogram: units (default the first 8)"),
+         hook: str | None = typer.Option(None, "--hook", help="hook (kurtosis: comma-separated, default all)"),
+         units: str | None = typer.Option(None, help="histogram: units (default the first 8)"),
          bins: int = typer.Option(50, help="histogram bins"),
          threshold: float = typer.Option(0.0, help="density: values > threshold count as active"),
          out_path: str = typer.Option(..., "--out", help=".png, .svg or .pdf file")) -> None:

@@ -4,8 +4,6 @@ Registered in actlake/cli.py.  Arguments are checked before any query runs (one 
 exit 2); the site is written to a temporary folder and moved into ``--out`` only when complete."""
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.console import Console
 
@@ -15,7 +13,7 @@ err = Console(stderr=True)
 def browse(uri: str = typer.Argument(..., help="dataset URI (path, s3://, gs://)"),
            hook: str = typer.Option(..., "--hook", help="hook name (see `actlake info URI`)"),
            units: str = typer.Option(..., help="comma-separated unit indices (latent indices with --sae)"),
-           sae: Optional[str] = typer.Option(None, help="SAE weights (W_enc, b_enc, b_dec; .pt/.npz/.safetensors): "
+           sae: str | None = typer.Option(None, help="SAE weights (W_enc, b_enc, b_dec; .pt/.npz/.safetensors): "
                                                        "pages show its latents"),
            out: str = typer.Option("report", "--out", help="folder to write index.html and feature pages into"),
            k: int = typer.Option(20, "-k", "--k", help="top contexts per feature"),

@@ -36,7 +36,6 @@ FRAG_CHUNKS = 16
 def build(root: Path, rows: int) -> str:
     import pyarrow as pa
     import torch
-
     from actlake.store.dtypes import tensor_to_storage
     from actlake.store.writer import DatasetWriter
 
@@ -48,7 +47,7 @@ def build(root: Path, rows: int) -> str:
     frag = BLOCK * FRAG_CHUNKS
     mix = rng.standard_normal((64, 512)).astype(np.float32)  # shared latent factors: a and b correlate
     pool = []
-    for i in range(FRAG_CHUNKS):
+    for _ in range(FRAG_CHUNKS):
         z = rng.standard_normal((BLOCK, 64)).astype(np.float32)
         a = z @ mix + rng.standard_normal((BLOCK, 512)).astype(np.float32)
         b = z @ mix[:, ::-1] + rng.standard_normal((BLOCK, 512)).astype(np.float32)

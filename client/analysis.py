@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
 from actlake.query.comoments import CoMoments, correlation
 from actlake.query.comoments import covariance as cov_of
 from actlake.query.rangescan import RangeScan, range_plan, run_bounded

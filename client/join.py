@@ -15,13 +15,15 @@ Row r of the joined dataset is the r-th matched row in ``ds_a``'s row order; ``i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
-
 from actlake.query.rowsource import MappedRows, StoreRows
 from actlake.schemas.errors import AlignmentError, QueryError
+
+if TYPE_CHECKING:
+    from actlake.client.join_batches import JoinedBatches
 
 TEXT_KEYS = (("doc_id", "doc_pos"), ("doc_id", "context_id", "context_pos"))
 VISION_KEYS = (("image_id", "context_pos", "patch_row", "patch_col"), ("doc_id", "context_pos"))
@@ -189,7 +191,7 @@ class JoinedDataset:
 
     def batches(self, batch_size: int, hooks: Any = None, shuffle: bool = True, seed: int = 0, epoch: int = 0,
                 rank: int = 0, world_size: int = 1, drop_last: bool = True, with_provenance: bool = False,
-                block_rows: int = 4096, window_blocks: int = 16) -> "JoinedBatches":
+                block_rows: int = 4096, window_blocks: int = 16) -> JoinedBatches:
         """Shuffled batches ``{hook: tensor[B, ...]}`` over the joined rows (see JoinedBatches)."""
         from actlake.client.join_batches import JoinedBatches
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from actlake.schemas.errors import StreamStateError
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
 from actlake.client import analysis
 from actlake.query.aggregates import Combined, Density, Moments
 from actlake.query.rangescan import RangeScan, range_plan

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
 from actlake.query.values import to_float32
 from actlake.schemas.errors import QueryError
 from actlake.schemas.fragment import DerivedRecord, FragmentRecord

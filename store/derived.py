@@ -19,7 +19,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import zarr
-
 from actlake.schemas.fragment import DerivedRecord, FragmentRecord
 from actlake.schemas.hooks import HookInfo
 from actlake.store import layout

@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pyarrow as pa
-
 from actlake.store.writer import DatasetWriter
 
 HOSTILE = "Watch out: <script>document.title='pwned';document.body.setAttribute('data-pwned','1')</script> " \

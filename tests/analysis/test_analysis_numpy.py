@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import actlake
 from actlake.query.comoments import CoMoments, PairBlock, correlation, covariance
 from actlake.schemas.errors import QueryError
+
+import actlake
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "query"))
 from query_stores import text_store  # noqa: E402

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import actlake
 from actlake.schemas.errors import QueryError
 from actlake.store.commitlog import CommitLog
 from actlake.store.derived import check_derived_fragment
 from actlake.store.fs import open_store
+
+import actlake
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "query"))
 from query_stores import text_store  # noqa: E402
@@ -68,8 +68,8 @@ def test_project_bit_equal_and_usable(tmp_path, dtype):
 
 
 def test_derived_hook_hidden_when_not_covering_and_old_store_readable(tmp_path):
-    from actlake.store.writer import DatasetWriter
     import pyarrow as pa
+    from actlake.store.writer import DatasetWriter
 
     uri, x, prov = text_store(str(tmp_path / "ds"), fragments=(40, 30), d=4, ties=False)
     old = actlake.open_dataset(uri)  # a format-1 store: no derived entries

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-
-import actlake
 from actlake.schemas.errors import AlignmentError, QueryError
 from actlake.store.writer import DatasetWriter
+
+import actlake
 
 COLS = ["row_id", "doc_id", "context_id", "context_pos", "doc_pos", "token_id"]
 DOCS, LEN = 12, 40

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from actlake.schemas.errors import QueryError
 
 import actlake
-from actlake.schemas.errors import QueryError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "query"))
 from query_stores import text_store  # noqa: E402
