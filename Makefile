@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 # and a torch you installed yourself is left alone.
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: demo test lint bench install clean help
+.PHONY: demo test lint bench install clean help chromium
 
 help:
 	@echo "make demo   - create .venv, install, extract the demo dataset into ./actlake-data/demo"
@@ -58,6 +58,12 @@ bench-venv: .venv-bench/.installed
 
 .venv-bench/.installed: bench/setup_peers.sh
 	PYTHON="$(PYTHON)" TORCH_PIN="$(TORCH_SPEC)" bash bench/setup_peers.sh
+
+# Headless Chromium for the feature-browser tests (tests/analysis/test_browse.py); Debian package.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } \
+		|| { echo "cannot install chromium (needs root and apt-get)" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) actlake-data .pytest_cache

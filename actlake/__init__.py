@@ -7,15 +7,17 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from actlake.service.submit import JobHandle
 
 from actlake.client.dataset import ActivationDataset, open_dataset  # noqa: E402
 from actlake.schemas import errors  # noqa: E402
 from actlake.schemas.errors import ActlakeError  # noqa: E402
 from actlake.schemas.job import JobSpec  # noqa: E402
-from actlake.service.submit import JobHandle, submit  # noqa: E402
 
 
 def extract(job: JobSpec | dict[str, Any] | str, address: str | None = None,
@@ -41,4 +43,34 @@ def extract(job: JobSpec | dict[str, Any] | str, address: str | None = None,
     return run_job(job, address=address, storage_options=storage_options, overwrite=overwrite)
 
 
-__all__ = ["open_dataset", "ActivationDataset", "extract", "submit", "JobHandle", "JobSpec", "ActlakeError", "errors", "__version__"]
+def submit(job: JobSpec | dict[str, Any] | str, address: str | None = None, **kw: Any) -> JobHandle:
+    """Submit an extraction job to a Ray cluster through the Ray Jobs API; returns a ``JobHandle``
+    (``.status()``, ``.logs()``, ``.cancel()``, ``.wait()``).  Keyword options (``working_dir``,
+    ``token``, ``wait``, ``python``, ``driver_args``, ``submission_id``) and the errors raised
+    (JobSpecError, ClusterError) are documented in ``actlake.service.submit.submit``.  Imported lazily:
+    a trainer that only reads datasets never loads the service layer."""
+    from actlake.service.submit import submit as _submit
+
+    return _submit(job, address, **kw)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "JobHandle":
+        from actlake.service.submit import JobHandle
+
+        return JobHandle
+    raise AttributeError(f"module 'actlake' has no attribute {name!r}")
+
+
+def join(ds_a: "ActivationDataset", ds_b: "ActivationDataset", on_mismatch: str = "error",
+         prefixes: tuple[str, str] = ("a/", "b/")) -> Any:
+    """Two datasets aligned on identical tokens as one (hooks: the union); see ``actlake.client.join``.
+
+    Raises AlignmentError naming the first differing row (e.g. a one-token shift), or on rows found
+    on one side only unless ``on_mismatch="drop"``."""
+    from actlake.client.join import join as _join
+
+    return _join(ds_a, ds_b, on_mismatch, prefixes)  # type: ignore[arg-type]
+
+
+__all__ = ["join", "open_dataset", "ActivationDataset", "extract", "submit", "JobHandle", "JobSpec", "ActlakeError", "errors", "__version__"]

@@ -256,6 +256,9 @@ app.command(name="vacuum")(_vacuum)
 app.command(name="serve")(_serve)
 _register_jobs(app)
 app.add_typer(_query_app, name="query")
+from actlake.cli_browse import browse as _browse  # noqa: E402
+
+app.command("browse")(_browse)
 
 
 def main() -> None:

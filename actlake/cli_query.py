@@ -272,38 +272,6 @@ def fetch(uri: str = URI, rows: Optional[str] = typer.Option(None, help="row ids
     _write(table, out_path)
 
 
-@app.command()
-def correlate(uri: str = URI, hook: str = HOOK,
-              hook_b: Optional[str] = typer.Option(None, "--hook-b", help="second hook (default: the same hook)"),
-              units: Optional[str] = typer.Option(None, help="units of --hook (comma-separated; default all)"),
-              units_b: Optional[str] = typer.Option(None, help="units of --hook-b (default all)"),
-              out_path: Optional[str] = OUT, address: Optional[str] = ADDRESS, tasks: Optional[int] = TASKS) -> None:
-    """Pearson correlation of units with the units of a second hook; best match per unit."""
-    import actlake
+from actlake.cli_analysis import register as _register_analysis  # noqa: E402  (correlate, pca, project, plot)
 
-    _check_out(out_path)
-    ds = actlake.open_dataset(uri)
-    res = _run("correlate", ds.query.correlate, hook_a=hook, hook_b=hook_b, units_a=_ints("units", units),
-               units_b=_ints("units-b", units_b), address=address, tasks=tasks)
-    _show(res.best, f"best-correlated unit of {hook_b or hook} for each unit of {hook}")
-    _write(res.best, out_path)
-
-
-@app.command()
-def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, help="components to keep"),
-        out_path: Optional[str] = OUT, address: Optional[str] = ADDRESS, tasks: Optional[int] = TASKS) -> None:
-    """Principal components of a hook (streaming float64 covariance, then eigh)."""
-    import pyarrow as pa
-
-    import actlake
-
-    _check_out(out_path)
-    ds = actlake.open_dataset(uri)
-    res = _run("pca", ds.query.pca, hook=hook, n_components=n_components, address=address, tasks=tasks)
-    table = pa.table({"component": pa.array(np.arange(len(res.explained_variance))),
-                      "explained_variance": pa.array(res.explained_variance),
-                      "explained_variance_ratio": pa.array(res.explained_variance_ratio),
-                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(res.components.reshape(-1)),
-                                                                  res.components.shape[1])})
-    _show(table.drop_columns(["vector"]), f"PCA of {hook}")
-    _write(table, out_path)
+_register_analysis(app)

@@ -18,6 +18,7 @@ from actlake.client.filters import RowFilter
 from actlake.schemas.errors import HookError, NotADatasetError, RowIdError, StoreDamagedError
 from actlake.schemas.manifest import Manifest
 from actlake.store.commitlog import CommitLog, Snapshot
+from actlake.store.derived import derived_hooks
 from actlake.store.dtypes import STORAGE, storage_to_tensor
 from actlake.store.fragment import FragmentReader
 from actlake.store.fs import StoreFS, open_store
@@ -49,6 +50,7 @@ class ActivationDataset:
         self.manifest: Manifest = read_manifest(store)
         self.snapshot: Snapshot = CommitLog(store).snapshot()
         self._check_complete()
+        self.manifest.hooks.update(derived_hooks(self.snapshot))  # format 2: derived hooks (store/derived.py)
         self.chunk_rows = self.manifest.chunk_rows
         self._hook_infos = self.manifest.hooks
         self._readers: dict[int, FragmentReader] = {}
@@ -107,8 +109,11 @@ class ActivationDataset:
     def _reader(self, frag: int) -> FragmentReader:
         r = self._readers.get(frag)
         if r is None:
-            r = FragmentReader(self.store, self.snapshot.fragments[frag], self._hook_infos, self.chunk_rows,
-                               verify=self.verify_reads)
+            rec = self.snapshot.fragments[frag]
+            derived = {d.info.array: d.checksums[rec.unit_id] for d in self.snapshot.derived
+                       if rec.unit_id in d.checksums}
+            r = FragmentReader(self.store, rec, self._hook_infos, self.chunk_rows, verify=self.verify_reads,
+                               derived=derived)
             self._readers[frag] = r
         return r
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from actlake.client.analysis import AnalysisMixin
 from actlake.query.aggregates import Combined, Density, Grouped, Histogram, Moments, RowSummary
 from actlake.query.context import Decode, text_windows, vision_labels
 from actlake.query.fetch import find_rows, key_table
@@ -42,7 +41,7 @@ def executor_for(address: str | None, threads: int | None = None) -> Any:
     return getattr(importlib.import_module(module), cls)(address)
 
 
-class QueryEngine(AnalysisMixin):
+class QueryEngine:
     """Queries over one dataset snapshot.  Every method validates its arguments first (a
     ``QueryError`` naming the argument, before any chunk is read), takes ``address=`` (Ray) and
     ``progress=`` (``callable(rows_done, rows_total)``), and reads through the store's readers."""
@@ -286,3 +285,38 @@ class QueryEngine(AnalysisMixin):
             a = acts[h].float().reshape(len(ids), -1).numpy()
             table = table.append_column(h, pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1]))
         return table
+
+    # ---- analyses (client/analysis.py, client/plots.py) -----------------------------------------
+    def correlate(self, hook_a: str, hook_b: str | None = None, units_a: Any = None, units_b: Any = None,
+                  **kw: Any) -> Any:
+        """Pearson correlation between units / directions / SAE latents of two hooks (one pass,
+        float64 co-moments): ``CorrelationResult`` (``.matrix [n_a, n_b]``, ``.best``).  See
+        ``actlake.client.analysis.correlate``."""
+        from actlake.client.analysis import correlate
+
+        return correlate(self.ds, hook_a, hook_b, units_a, units_b, threads=kw.pop("threads", self.threads), **kw)
+
+    def covariance(self, hook: str, **kw: Any) -> np.ndarray:
+        """float64 ``[d, d]`` covariance of a hook (ddof=1); see ``actlake.client.analysis.covariance``."""
+        from actlake.client.analysis import covariance
+
+        return covariance(self.ds, hook, threads=kw.pop("threads", self.threads), **kw)
+
+    def pca(self, hook: str, n_components: int, **kw: Any) -> Any:
+        """``PCAResult`` (``.mean``, ``.components [k, d]``, ``.explained_variance``, ``.cosine(v)``)."""
+        from actlake.client.analysis import pca
+
+        return pca(self.ds, hook, n_components, threads=kw.pop("threads", self.threads), **kw)
+
+    def project(self, hook: str, directions: Any, name: str, **kw: Any) -> str:
+        """Write every row's values on ``directions [C, d]`` as derived hook ``name`` (float32)."""
+        from actlake.client.analysis import project
+
+        return project(self.ds, hook, directions, name, **kw)
+
+    def plot(self, kind: str, hook: str, path: str | None = None, **kw: Any) -> Any:
+        """A matplotlib figure (saved to ``path`` when given): ``kind`` "histogram" (per unit),
+        "density" (over units, log scale) or "kurtosis" (per layer); see ``actlake.client.plots``."""
+        from actlake.client.plots import plot
+
+        return plot(self.ds, kind, hook, path, **kw)

@@ -62,6 +62,8 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
     """Fold every chunk of ``item`` into ``agg.zero()``, in row order.  Returns the partial state.
 
     Raises: StoreDamagedError / ActlakeError from the reader on missing or truncated chunks."""
+    if hasattr(ctx, "scan"):  # contexts with their own loop (query/rangescan.py: two hooks, joins)
+        return ctx.scan(item, agg)
     state = agg.zero()
     hooks = {ctx.hook: ctx.info}
     if ctx.hook_b is not None and ctx.info_b is not None:

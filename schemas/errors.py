@@ -119,3 +119,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         msg = e["msg"].removeprefix("Value error, ")
         parts.append(f"{prefix}{loc}: {msg}")
     return "; ".join(parts)
+
+
+class AlignmentError(QueryError):
+    """Two datasets joined on identical tokens disagree: a token differs at the same provenance key
+    (e.g. a one-token shift), keys repeat, or rows exist on one side only (``on_mismatch="error"``)."""

@@ -1,7 +1,11 @@
 """Fragment records: what a commit makes visible."""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+from actlake.schemas.hooks import HookInfo
 
 
 class FragmentRecord(BaseModel):
@@ -26,7 +30,22 @@ class FragmentRecord(BaseModel):
         default_factory=dict, description="inf/NaN values per hook (stored under 'warn', clamped under 'clamp')")
 
 
+class DerivedRecord(BaseModel):
+    """A derived hook (format version 2): one extra zarr array in every fragment it covers,
+    row-aligned with the fragment's other hooks (e.g. projections onto directions, see
+    store/derived.py).  Visible to readers only while it covers every fragment of their snapshot."""
+
+    info: HookInfo  # name, array (unique per attempt), per-row shape, dtype
+    source_hook: str  # the hook it was computed from
+    recipe: dict[str, Any] = {}  # how: {"op": "project", "directions_sha256": ...}
+    checksums: dict[str, str]  # unit id -> sha256 of the fragment's derived checksum file
+    attempt: str
+
+
 class Commit(BaseModel):
+    """One log entry: a fragment (format 1) or a derived hook over committed fragments (format 2)."""
+
     version: int
-    fragment: FragmentRecord
+    fragment: FragmentRecord | None = None
+    derived: DerivedRecord | None = None
     committed_at: str

@@ -9,6 +9,7 @@ from actlake.schemas.hooks import HookInfo
 from actlake.schemas.job import JobSpec
 
 FORMAT_VERSION = 1
+READABLE_VERSION = 2  # 2: commit log may hold derived-hook entries (store/derived.py)
 
 
 class ModelInfo(BaseModel):

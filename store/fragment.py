@@ -207,7 +207,9 @@ class FragmentReader:
     hooks: dict[str, HookInfo]
     chunk_rows: int
     verify: bool = True
+    derived: dict[str, str] | None = None  # derived array -> sha256 of its _derived/<array>.json (format 2)
     _sums: dict | None = field(default=None, repr=False)
+    _derived_sums: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _decoded: dict = field(default_factory=dict, repr=False)  # hook -> (chunk, rows): last compressed chunk
     _decode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -254,8 +256,27 @@ class FragmentReader:
         rel = key[len(self.record.path) + 1:]
         entry = sums["files"].get(rel)
         if entry is None:
+            parts = rel.split("/")
+            if len(parts) > 2 and parts[0] == layout.ACTS and "~" in parts[1]:  # a derived hook's array
+                entry = self._derived_checksums(parts[1]).get(rel)
+        if entry is None:
             raise self._damaged(key, "not listed in the fragment's checksum file")
         return int(entry[0]), sums.get("crc32c", {}).get(rel), entry[1]
+
+    def _derived_checksums(self, array: str) -> dict:
+        """``{file: [size, sha256]}`` of a derived array (store/derived.py), read once; checked against
+        the derived hook's log entry when the caller passed it (``derived``)."""
+        if array not in self._derived_sums:
+            key = f"{self.record.path}/_derived/{array}.json"
+            try:
+                blob = self.store.read_bytes(key)
+            except FileNotFoundError:
+                raise self._damaged(key, "derived checksum file missing") from None
+            want = (self.derived or {}).get(array)
+            if want is not None and sha256(blob) != want:
+                raise self._damaged(key, "derived checksum file does not match its commit")
+            self._derived_sums[array] = json.loads(blob).get("files", {})
+        return self._derived_sums[array]
 
     def _read_object(self, key: str) -> bytes:
         try:

@@ -6,7 +6,7 @@ import json
 from pydantic import ValidationError
 
 from actlake.schemas.errors import ActlakeError, NotADatasetError, StoreDamagedError, format_validation_error
-from actlake.schemas.manifest import FORMAT_VERSION, Manifest
+from actlake.schemas.manifest import FORMAT_VERSION, READABLE_VERSION, Manifest
 from actlake.store import layout
 from actlake.store.fs import StoreFS
 
@@ -22,9 +22,9 @@ def read_manifest(store: StoreFS) -> Manifest:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise StoreDamagedError(store.path(layout.MANIFEST), "not valid JSON") from None
-    if isinstance(data, dict) and data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+    if isinstance(data, dict) and data.get("format_version", FORMAT_VERSION) > READABLE_VERSION:
         raise ActlakeError(
-            f"{store.uri} uses format version {data['format_version']}; this actlake reads <= {FORMAT_VERSION}"
+            f"{store.uri} uses format version {data['format_version']}; this actlake reads <= {READABLE_VERSION}"
         )
     try:
         return Manifest.model_validate(data)

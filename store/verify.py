@@ -100,6 +100,12 @@ def verify_store(store: StoreFS, on_fragment: Callable[[int], None] | None = Non
             rep.errors.extend(errs)
             if on_fragment:
                 on_fragment(1)
+    from actlake.store.derived import check_derived_fragment  # format 2: derived hooks
+
+    for d in snap.derived:
+        for rec in snap.fragments:
+            if rec.unit_id in d.checksums:
+                rep.errors.extend(check_derived_fragment(store, rec, d))
     indices = sorted(f.unit_index for f in snap.fragments)
     if len(set(indices)) != len(indices):
         rep.errors.append("a unit is committed more than once")

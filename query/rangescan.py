@@ -1,0 +1,97 @@
+"""Scans over contiguous row ranges of row sources: two hooks at once (correlate, covariance, PCA)
+and queries over joined datasets.
+
+A :class:`RangeScan` is a scan context with its own ``scan(item, agg)``: ``query.scan.scan_item``
+hands such contexts their plan items, so the thread executor and the Ray executor
+(``service/query_ray.py``) run them unchanged and merge partial states in plan order.  Items are
+row ranges ``[item.first_row, item.first_row + item.rows)`` of the row space (``query.plan``)."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from actlake.query.aggregates import Block, State
+from actlake.query.comoments import PairBlock
+from actlake.query.plan import PlanItem, make_plan
+from actlake.query.values import Projection
+
+
+@dataclass
+class RangeScan:
+    """What a task reads and computes.
+
+    Attributes:
+        source_a: row source of ``hook_a`` (StoreRows or MappedRows).  proj_a: rows → values ``[n, p]``.
+        source_b / hook_b / proj_b: the second set; ``hook_b`` None makes blocks single (``Block``).
+        same: the second set is the first (auto-correlation, covariance): ``PairBlock.b`` is None.
+        block_rows: rows read and folded at a time.  need_x: single blocks carry the full rows.
+    """
+
+    source_a: Any
+    hook_a: str
+    proj_a: Projection
+    source_b: Any = None
+    hook_b: str | None = None
+    proj_b: Projection | None = None
+    same: bool = False
+    block_rows: int = 8192
+    need_x: bool = False
+
+    def scan(self, item: PlanItem, agg: Any) -> State:
+        """Fold rows ``[item.first_row, item.first_row + item.rows)`` into ``agg.zero()``."""
+        state = agg.zero()
+        end = item.first_row + item.rows
+        bufs_a: dict = {}
+        bufs_b: dict = {}
+        for lo in range(item.first_row, end, self.block_rows):
+            hi = min(end, lo + self.block_rows)
+            xa = self.source_a.read(self.hook_a, lo, hi, bufs_a)  # views of reused buffers
+            rid = np.arange(lo, hi, dtype=np.int64)
+            va = self.proj_a(xa)
+            if self.hook_b is None:
+                state = agg.update(state, Block(va, rid, xa if self.need_x else None))
+                continue
+            if self.same:
+                state = agg.update(state, PairBlock(va, None, rid))
+                continue
+            assert self.proj_b is not None
+            xb = self.source_b.read(self.hook_b, lo, hi, bufs_b)
+            state = agg.update(state, PairBlock(va, self.proj_b(xb), rid))
+        return state
+
+
+def range_plan(num_rows: int, block_rows: int, row_bytes: int, tasks: int | None, source: Any = None) -> list[PlanItem]:
+    """Plan items over a row space: the chunk ranges of the store when ``source`` is a StoreRows
+    (items never split a chunk), else ranges of ``block_rows`` rows."""
+    from actlake.query.rowsource import StoreRows
+
+    if isinstance(source, StoreRows):
+        rows = [f.num_rows for f in source.fragments]
+        return make_plan(rows, source.chunk_rows, row_bytes, tasks)
+    return make_plan([num_rows], block_rows, row_bytes, tasks)
+
+
+def run_bounded(ctx: Any, plan: list[PlanItem], agg: Any, threads: int | None = None, progress: Any = None) -> State:
+    """Local executor with at most ``threads + 1`` partial states alive at once (a 4,096 × 4,096
+    co-moment state is 128 MB); merges in plan order like ``LocalExecutor``.  Returns the merged
+    (not finalized) state."""
+    threads = max(1, threads or min(8, os.cpu_count() or 1))
+    total, done = sum(i.rows for i in plan), 0
+    out = agg.zero()
+    with ThreadPoolExecutor(threads) as pool:
+        pending = [pool.submit(ctx.scan, it, agg) for it in plan[: threads + 1]]
+        nxt = len(pending)
+        for item in plan:
+            state = pending.pop(0).result()
+            if nxt < len(plan):
+                pending.append(pool.submit(ctx.scan, plan[nxt], agg))
+                nxt += 1
+            out = agg.merge(out, state)
+            del state
+            done += item.rows
+            if progress is not None:
+                progress(done, total)
+    return out
