@@ -142,7 +142,8 @@ class CommitLog:
                 base_version = int(cp["version"])
                 fragments = [FragmentRecord.model_validate(f) for f in cp["fragments"]]
             except FileNotFoundError:
-                raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT), "points to a missing checkpoint") from None
+                raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT),
+                                        "points to a missing checkpoint") from None
             except (ValidationError, json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, TypeError):
                 raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT), "unreadable checkpoint") from None
         version, tail = self._read(base_version)
