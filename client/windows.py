@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 try:
     import resource
 except ImportError:  # not POSIX
-    resource = None  # type: ignore[assignment]
+    resource = None
 
 
 class Window:

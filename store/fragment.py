@@ -231,7 +231,8 @@ class FragmentReader:
 
     def checksums(self) -> dict:
         """The fragment's checksum file (read once), checked against its commit record."""
-        if self._sums is None:
+        sums = self._sums
+        if sums is None:
             key = f"{self.record.path}/{layout.CHECKSUMS}"
             try:
                 blob = self.store.read_bytes(key)
@@ -242,7 +243,7 @@ class FragmentReader:
             sums = json.loads(blob)
             with self._lock:
                 self._sums = sums
-        return self._sums  # type: ignore[return-value]
+        return sums
 
     def check_object(self, key: str, data: bytes | np.ndarray) -> None:
         """Raise ``StoreDamagedError`` unless ``data`` is the committed content of ``key``."""
