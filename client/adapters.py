@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -43,7 +43,8 @@ class ActivationIterator:
         self.single = isinstance(hooks, str)
         self.hooks = [hooks] if isinstance(hooks, str) else list(hooks)
         self.batch_size, self.dtype, self.epochs, self.start_epoch = batch_size, dtype, epochs, start_epoch
-        self._kw = dict(shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, device=device, **stream_kw)
+        self._kw: dict[str, Any] = dict(shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, device=device,
+                                        **stream_kw)
         self.epoch = start_epoch
         self._stream: Any = None
         self._it: Iterator[dict[str, torch.Tensor]] | None = None
@@ -104,8 +105,8 @@ class ActivationIterator:
 
     def state_dict(self) -> dict[str, Any]:
         epoch, step = self.position
-        live = self._stream is not None and epoch == self.epoch  # else the next epoch starts fresh
-        return {"epoch": epoch, "step": step, "stream": self._stream.state_dict() if live else None}
+        live = self._stream if epoch == self.epoch else None  # else the next epoch starts fresh
+        return {"epoch": epoch, "step": step, "stream": live.state_dict() if live is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.close()
@@ -116,8 +117,9 @@ class ActivationIterator:
 
     def close(self) -> None:
         """Stop the background readers of the current epoch (they also stop when garbage-collected)."""
-        if self._it is not None and hasattr(self._it, "close"):
-            self._it.close()
+        close = getattr(self._it, "close", None)  # a generator; plain iterators have nothing to stop
+        if close is not None:
+            close()
         self._it = self._stream = None
 
 
@@ -145,7 +147,8 @@ def saelens_trainer(ds: ActivationDataset, hook: str, sae: Any, cfg: Any, **kw: 
                                      **kw)
     if provider.width(hook) != sae.cfg.d_in:
         raise ValueError(f"hook {hook!r} has width {provider.width(hook)} but the SAE's d_in is {sae.cfg.d_in}")
-    return SAETrainer(cfg=cfg, sae=sae, data_provider=provider)
+    # one hook (a str): the provider yields tensors, the DataProvider SAETrainer types it as
+    return SAETrainer(cfg=cfg, sae=sae, data_provider=cast("Iterator[torch.Tensor]", provider))
 
 
 # ---- dictionary_learning --------------------------------------------------------------------------
@@ -256,7 +259,8 @@ def sparsify_trainer(ds: ActivationDataset, cfg: Any, hooks: str | Sequence[str]
     model = ReplayModel(stream, device)
     cfg.hookpoints = list(model.hookpoints.values())
     data = _PositionRows(range(epochs * stream.steps_per_epoch * cfg.batch_size))
-    return Trainer(cfg, data, model)
+    # duck-typed stand-ins: sparsify annotates an HF Dataset and a PreTrainedModel but uses only what these provide
+    return Trainer(cfg, data, model)  # pyright: ignore[reportArgumentType]
 
 
 __all__ = ["ActivationIterator", "ReplayModel", "dictionary_learning_data", "saelens_data_provider",

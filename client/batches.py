@@ -57,7 +57,7 @@ class BatchStream:
     more fragments mixed per batch, more, smaller reads; compressed hooks always read whole
     chunks), ``buffer_rows`` the shuffle window, ``prefetch`` the windows read ahead."""
 
-    def __init__(self, ds: ActivationDataset, batch_size: int, hooks: list[str] | None = None,
+    def __init__(self, ds: ActivationDataset, batch_size: int, hooks: list[str] | str | None = None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = True, device: str | torch.device | None = None, with_provenance: bool = False,
                  buffer_rows: int | None = None, block_rows: int | None = None, io_threads: int | None = None,
@@ -145,7 +145,8 @@ class BatchStream:
                 (any setting that defines the order differs, or another snapshot), or its step is
                 outside [0, len(self)]."""
         if not isinstance(state, dict):
-            raise StreamStateError(f"load_state_dict needs the dict returned by state_dict(), got {type(state).__name__}")
+            raise StreamStateError(
+                f"load_state_dict needs the dict returned by state_dict(), got {type(state).__name__}")
         mine = self._identity()
         diff = {k: (state.get(k, "<missing>"), v) for k, v in mine.items() if state.get(k, "<missing>") != v}
         if diff:
@@ -192,11 +193,12 @@ class BatchStream:
             win = DirectWindow(*args, files=plan.files, io=io, lead_rows=lead)
         else:
             k = w % len(plan.ring)
-            if plan.ring[k] is None:
+            buf = plan.ring[k]
+            if buf is None:
                 infos = self.ds.manifest.hooks
-                plan.ring[k] = self.ds._buffers.take(self._buffer_key()) or WindowBuffers(
+                buf = plan.ring[k] = self.ds._buffers.take(self._buffer_key()) or WindowBuffers(
                     self._max_window_rows, {h: tuple(infos[h].shape) for h in self.hooks}, self._dtypes)
-            win = StagedWindow(*args, buf=plan.ring[k], filt=self.filter)
+            win = StagedWindow(*args, buf=buf, filt=self.filter)
             # the slot's previous window must be fully read out before its buffer is overwritten
             after, plan.slot_users[k] = plan.slot_users[k], win.readers
             win.ready = loader.submit(win.load, io, after)
@@ -234,7 +236,8 @@ class BatchStream:
         finally:
             done.set()
 
-    def _fill(self, batches: list[list[Piece]], pool: OutputPool) -> list[tuple[dict[str, torch.Tensor], list[np.ndarray]]]:
+    def _fill(self, batches: list[list[Piece]], pool: OutputPool
+              ) -> list[tuple[dict[str, torch.Tensor], list[np.ndarray]]]:
         for win in dict.fromkeys(p[0] for pieces in batches for p in pieces):
             win.wait()
         sizes = [[int((i1 - i0).sum()) for _, _, i0, i1 in pieces] for pieces in batches]
@@ -242,10 +245,10 @@ class BatchStream:
         infos = self.ds.manifest.hooks
         for h in self.hooks:
             parts: dict[Window, list] = {}  # per window, the runs of every batch, batch after batch
-            for (out, arrays), pieces, sz in zip(results, batches, sizes):
+            for (out, arrays), pieces, sz in zip(results, batches, sizes, strict=True):
                 dst = pool.get((sum(sz), *infos[h].shape), STORAGE[self._dtypes[h]])
                 r = 0
-                for (win, js, i0, i1), size in zip(pieces, sz):
+                for (win, js, i0, i1), size in zip(pieces, sz, strict=True):
                     parts.setdefault(win, []).append((js, i0, i1, dst[r:r + size]))
                     r += size
                 arrays.append(dst)
@@ -253,7 +256,7 @@ class BatchStream:
             for win, runs in parts.items():
                 win.copy(h, runs)
         if self.with_provenance:
-            for (out, _), pieces in zip(results, batches):
+            for (out, _), pieces in zip(results, batches, strict=True):
                 ids = [win.row_ids(js, i0, i1) for win, js, i0, i1 in pieces]
                 out["row_id"] = torch.from_numpy(np.concatenate(ids))
         return results
@@ -300,19 +303,19 @@ class BatchStream:
                     self._retire(plan)
                     yield out
         finally:
-            if _finalizing():  # an unfinished stream at interpreter exit: the OS cleans up
-                return
-            for f in inflight:
-                f.cancel()
-            assemble.shutdown(wait=True, cancel_futures=True)
-            for readers in plan.slot_users:  # cancelled batches never ran: let pending loads go on
-                for e in readers:
-                    e.set()
-            loader.shutdown(wait=True, cancel_futures=True)
-            io.shutdown(wait=True, cancel_futures=True)
-            for win in plan.windows.values():
-                win.close()
-            for buf in plan.ring:
-                if buf is not None:
-                    self.ds._buffers.give(self._buffer_key(), buf)
-            self.ds._buffers.give(("out", cuda), pool)
+            # an unfinished stream at interpreter exit: skip the cleanup, the OS does it
+            if not _finalizing():
+                for f in inflight:
+                    f.cancel()
+                assemble.shutdown(wait=True, cancel_futures=True)
+                for readers in plan.slot_users:  # cancelled batches never ran: let pending loads go on
+                    for e in readers:
+                        e.set()
+                loader.shutdown(wait=True, cancel_futures=True)
+                io.shutdown(wait=True, cancel_futures=True)
+                for win in plan.windows.values():
+                    win.close()
+                for buf in plan.ring:
+                    if buf is not None:
+                        self.ds._buffers.give(self._buffer_key(), buf)
+                self.ds._buffers.give(("out", cuda), pool)

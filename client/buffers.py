@@ -98,7 +98,7 @@ class BufferCache:
 
     def take(self, key: tuple) -> Any:
         with self._lock:
-            for i, (k, buf) in enumerate(self._free):
+            for i, (k, _) in enumerate(self._free):
                 if k == key:
                     return self._free.pop(i)[1]
         return None

@@ -153,7 +153,8 @@ class ActivationDataset:
         """Top-k, interval samples, statistics and fetch over this snapshot (see client/query.py)."""
         from actlake.client.query import QueryEngine
 
-        return self.__dict__.setdefault("_query_engine", QueryEngine(self))
+        # same class at run time; pyright takes client/dataset.py and its actlake.client link for two modules
+        return self.__dict__.setdefault("_query_engine", QueryEngine(self))  # pyright: ignore[reportArgumentType]
 
     # ---- random access ------------------------------------------------------------------------
     def weights(self, name: str | None = None):
@@ -190,9 +191,10 @@ class ActivationDataset:
                     if h not in out:
                         out[h] = np.empty((len(ids), *self._hook_infos[h].shape), dtype=data[h].dtype)
                     out[h][sel] = data[h][rows]
+        infos = self._hook_infos
         return {h: storage_to_tensor(out[h] if h in out else
-                                     np.empty((0, *self._hook_infos[h].shape), dtype=STORAGE[self._hook_infos[h].dtype]),
-                                     self._hook_infos[h].dtype) for h in hooks}
+                                     np.empty((0, *infos[h].shape), dtype=STORAGE[infos[h].dtype]),
+                                     infos[h].dtype) for h in hooks}
 
     def _provenance_of(self, frag: int) -> pa.Table:
         t = self._prov.get(frag)
@@ -219,7 +221,8 @@ class ActivationDataset:
             order.append(sel)
         if not parts:
             cols = [c for c in self.manifest.provenance_columns if c != "row_id"]
-            empty = self._provenance_of(0).schema if self.snapshot.fragments else pa.schema([(c, pa.int64()) for c in cols])
+            empty = (self._provenance_of(0).schema if self.snapshot.fragments
+                     else pa.schema([(c, pa.int64()) for c in cols]))
             table = empty.empty_table()
         else:
             table = pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
@@ -244,7 +247,8 @@ class ActivationDataset:
                 parts = [p for p in pool.map(read, self.snapshot.fragments) if p is not None]
             schema = pa.schema([("doc_id", pa.int64()), ("source", pa.string()), ("index", pa.int64()),
                                 ("label", pa.string())])
-            t = pa.concat_tables([p.select(schema.names).cast(schema) for p in parts]) if parts else schema.empty_table()
+            t = (pa.concat_tables([p.select(schema.names).cast(schema) for p in parts]) if parts
+                 else schema.empty_table())
             ids = t.column("doc_id").to_numpy()
             _, first = np.unique(ids, return_index=True)  # a document cut across fragments is listed twice
             t = self._documents = t.take(pa.array(first))  # sorted by doc_id
@@ -271,7 +275,8 @@ class ActivationDataset:
             raise RowIdError("this dataset records no documents (written from arrays, or before documents "
                              "tables existed); provenance doc_id is all it has")
         pos = np.searchsorted(have, ids)
-        ok = (pos < len(have)) & (have[np.minimum(pos, max(len(have) - 1, 0))] == ids) if len(have) else np.zeros(len(ids), bool)
+        ok = ((pos < len(have)) & (have[np.minimum(pos, max(len(have) - 1, 0))] == ids) if len(have)
+              else np.zeros(len(ids), bool))
         if not ok.all():
             from actlake.schemas.errors import RowIdError
 
@@ -330,15 +335,17 @@ class ActivationDataset:
                 with_provenance: bool = False, filter: RowFilter | dict | None = None, **kw):
         """Batches ``{hook: tensor[B, ...]}`` (+ ``row_id`` with provenance), shuffled across the
         whole dataset, deterministic in (seed, epoch), resumable; see client/batches.py."""
-        return BatchStream(self, batch_size, hooks, shuffle, seed, epoch, rank, world_size, drop_last, device,
-                           with_provenance, filter=filter, **kw)
+        # same class at run time; pyright takes client/dataset.py and its actlake.client link for two modules
+        return BatchStream(self, batch_size, hooks, shuffle, seed, epoch,  # pyright: ignore[reportArgumentType]
+                           rank, world_size, drop_last, device, with_provenance, filter=filter, **kw)
 
     def torch_dataset(self, batch_size: int, **kw) -> TorchBatches:
         """A ``torch.utils.data.IterableDataset`` of whole batches; use ``DataLoader(ds, batch_size=None)``.
         Work is split across DataLoader workers and DDP ranks (each row once across all of them)."""
         from actlake.client.torch_data import TorchBatches
 
-        return TorchBatches(self, batch_size, **kw)
+        # same class at run time; pyright takes client/dataset.py and its actlake.client link for two modules
+        return TorchBatches(self, batch_size, **kw)  # pyright: ignore[reportArgumentType]
 
     def sample(self, n: int, seed: int = 0, hooks: list[str] | str | None = None,
                filter: RowFilter | dict | None = None) -> dict[str, torch.Tensor]:

@@ -59,7 +59,10 @@ class RowFilter(BaseModel):
                 values = table.column(col)
                 if pa.types.is_dictionary(values.type):
                     values = values.cast(pa.string())
-                keep &= pc.is_in(values, value_set=pa.array(list(allowed), pa.string())).to_numpy(zero_copy_only=False)
+                allowed_arr = pa.array(list(allowed), pa.string())
+                # pyarrow.compute defines its kernels at import time: no static attribute for pyright to see
+                hit = pc.is_in(values, value_set=allowed_arr)  # pyright: ignore[reportAttributeAccessIssue]
+                keep &= hit.to_numpy(zero_copy_only=False)
         if self.exclude_token_ids:
             keep &= ~np.isin(table.column("token_id").to_numpy(), self.exclude_token_ids)
         return keep

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +49,7 @@ class QueryEngine:
     def __init__(self, ds: ActivationDataset, threads: int | None = None, tokenizer: Any = None):
         self.ds, self.threads = ds, threads
         self._tokenizer = tokenizer
-        self._decode: Decode | None | bool = None if tokenizer is None else False
+        self._decode: Decode | Literal[False] | None = None if tokenizer is None else False
 
     # ---- plumbing -----------------------------------------------------------------------------
     def _prepare(self, **kw: Any) -> tuple[QuerySpec, ScanContext, list]:
@@ -105,7 +105,7 @@ class QueryEngine:
             sel = np.flatnonzero(frag == f)
             prov = self.ds._provenance_of(int(f))
             strs = vision_labels(prov, local[sel]) if vision else text_windows(prov, local[sel], width, decode)
-            for i, s in zip(sel.tolist(), strs):
+            for i, s in zip(sel.tolist(), strs, strict=True):
                 out[i] = s
         return out
 

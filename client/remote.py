@@ -204,7 +204,8 @@ class RemoteDataset:
             self._check_hooks(hooks)
         spec = StreamSpec.from_kwargs(batch_size, hooks, shuffle, seed, epoch, rank, world_size, drop_last,
                                       with_provenance, filter, **kw)
-        return RemoteBatchStream(self, spec, device, prefetch_batches)
+        # same class at run time; pyright takes client/remote.py and its actlake.client link for two modules
+        return RemoteBatchStream(self, spec, device, prefetch_batches)  # pyright: ignore[reportArgumentType]
 
     def torch_dataset(self, batch_size: int, **kw) -> TorchBatches:
         """A ``torch.utils.data.IterableDataset`` of whole batches, as ``ActivationDataset.torch_dataset``."""

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 try:
     import resource
 except ImportError:  # not POSIX
-    resource = None  # type: ignore[assignment]
+    resource = None
 
 
 class Window:
@@ -168,9 +168,10 @@ class DirectWindow(Window):
         rb = self._row_bytes[hook]
         reads: dict[int, list] = {}  # segment -> [first row, [destination views]]
         for js, i0, i1, dst in parts:
-            view = memoryview(dst).cast("B")
+            view = dst.data.cast("B")  # memoryview(dst); numpy's stubs declare __buffer__ only for Python >= 3.12
             ends = np.cumsum(i1 - i0) * rb
-            for j, first, a, b in zip(js.tolist(), i0.tolist(), (ends - (i1 - i0) * rb).tolist(), ends.tolist()):
+            starts = ends - (i1 - i0) * rb
+            for j, first, a, b in zip(js.tolist(), i0.tolist(), starts.tolist(), ends.tolist(), strict=True):
                 entry = reads.get(j)
                 if entry is None:
                     reads[j] = [first, [view[a:b]]]
@@ -231,7 +232,8 @@ class StagedWindow(Window):
             f, c, lo, hi, a = int(self.frag[j]), int(self.chunk[j]), int(self.lo[j]), int(self.hi[j]), int(self.pos[j])
             reader = self.ds._reader(f)
             for h in self.hooks:
-                if reader.verify and self.ds.manifest.hooks[h].codec == "none" and (lo, hi) != (0, reader.chunk_rows_of(c)):
+                if (reader.verify and self.ds.manifest.hooks[h].codec == "none"
+                        and (lo, hi) != (0, reader.chunk_rows_of(c))):
                     self.ds._verify_chunk(f, h, c)  # a byte range is read: check the chunk whole, once
                 reader.read_rows_into(h, c, lo, hi, b.arrays[h][a:a + hi - lo])
             b.row_ids[a:a + hi - lo] = np.arange(lo, hi) + base[j]

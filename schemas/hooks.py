@@ -95,7 +95,7 @@ class HookSpec(BaseModel):
                                  f"':call=N', ':call=all' or a kind ({', '.join(KINDS)})")
         if kind is not None and io == "input":
             raise ValueError(f"hook {text!r}: a kind (:{kind}) cannot be combined with ':input'")
-        return cls(module=module, io=io, kind=kind, call=call)  # type: ignore[arg-type]
+        return cls(module=module, io=io, kind=kind, call=call)
 
 
 def hook_suffix(io: str, kind: str | None, call: int | str | None) -> str:

@@ -55,16 +55,22 @@ class JobSpec(BaseModel):
     drop_tokens: list[DropToken] = Field(
         default_factory=lambda: ["bos", "pad"], description="inserted tokens that get no rows (never document tokens)")
     nonfinite: NonFinitePolicy = Field(
-        "error", description="inf/NaN activations: error (NonFiniteError), warn (store and count), clamp (to the dtype's range, NaN→0)")
-    fragment_tokens: int = Field(65536, ge=16, description="model input tokens per fragment, approximately (rows: the tokens kept)")
+        "error", description="inf/NaN activations: error (NonFiniteError), warn (store and count), "
+                             "clamp (to the dtype's range, NaN→0)")
+    fragment_tokens: int = Field(
+        65536, ge=16, description="model input tokens per fragment, approximately (rows: the tokens kept)")
     chunk_rows: int = Field(8192, ge=16)
     shuffle_rows: bool = Field(True, description="write-time shuffle of rows inside each fragment")
     seed: int = 0
-    plan: Literal["stream", "shards"] = Field("stream", description="stream: contexts packed across the whole source, planned centrally (max_tokens honoured); shards: one unit per file / jsonl byte range / parquet row groups, tokenized by the workers (scales to 1e10 tokens)")
+    plan: Literal["stream", "shards"] = Field(
+        "stream", description="stream: contexts packed across the whole source, planned centrally (max_tokens "
+                              "honoured); shards: one unit per file / jsonl byte range / parquet row groups, "
+                              "tokenized by the workers (scales to 1e10 tokens)")
     num_workers: int | None = Field(None, ge=1)
     device: str = "auto"
     progress: bool = True
-    tokens_per_context: int | None = Field(None, ge=1, description="keep this many random positions per context (seeded)")
+    tokens_per_context: int | None = Field(
+        None, ge=1, description="keep this many random positions per context (seeded)")
     weights: list[str] = Field(default_factory=list, description="parameters to export next to the activations")
 
     @field_validator("weights", mode="before")

@@ -63,5 +63,5 @@ class Manifest(BaseModel):
     row_shuffle: bool
     provenance_columns: list[str]
     status: Literal["writing", "complete"] = "writing"
-    num_rows: int | None = Field(None, description="set when the job completes; readers use the log")
+    num_rows: int | None = Field(default=None, description="set when the job completes; readers use the log")
     num_fragments: int | None = None

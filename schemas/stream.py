@@ -66,9 +66,11 @@ class StreamSpec(BaseModel):
         Raises:
             pydantic.ValidationError (a ValueError): batch_size <= 0, rank outside [0, world_size), ...
         """
-        return cls(batch_size=batch_size, hooks=hooks, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
-                   world_size=world_size, drop_last=drop_last, with_provenance=with_provenance, filter=filter,
-                   buffer_rows=buffer_rows, block_rows=block_rows)
+        # validated from a dict: ``hooks`` may be a str or a list here (the validators make it a tuple)
+        return cls.model_validate(dict(batch_size=batch_size, hooks=hooks, shuffle=shuffle, seed=seed, epoch=epoch,
+                                       rank=rank, world_size=world_size, drop_last=drop_last,
+                                       with_provenance=with_provenance, filter=filter, buffer_rows=buffer_rows,
+                                       block_rows=block_rows))
 
     def kwargs(self) -> dict[str, Any]:
         """Keywords for ``ActivationDataset.batches(**spec.kwargs())`` (None-valued tuning omitted)."""

@@ -157,7 +157,8 @@ class CommitLog:
                 fragments = [FragmentRecord.model_validate(f) for f in cp["fragments"]]
                 derived = [DerivedRecord.model_validate(d) for d in cp.get("derived", [])]
             except FileNotFoundError:
-                raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT), "points to a missing checkpoint") from None
+                raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT),
+                                        "points to a missing checkpoint") from None
             except (ValidationError, json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, TypeError):
                 raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT), "unreadable checkpoint") from None
         version, tail, tail_derived = self._read(base_version)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 import zarr.codecs
+import zarr.storage
 
 from actlake.schemas.errors import NonFiniteError, StoreDamagedError
 from actlake.schemas.fragment import FragmentRecord
@@ -30,8 +31,10 @@ from actlake.store.dtypes import STORAGE
 from actlake.store.fs import StoreFS
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256(data: bytes | np.ndarray) -> str:
+    """Hex SHA-256 of ``data`` (bytes, or a C-contiguous numpy array's buffer)."""
+    # ``ndarray.data`` is the array's buffer; numpy's stubs declare ``__buffer__`` only for Python >= 3.12
+    return hashlib.sha256(data.data if isinstance(data, np.ndarray) else data).hexdigest()
 
 
 def crc32c(data) -> int:
@@ -85,7 +88,8 @@ def _encode_zarr(arrays: dict[str, np.ndarray], hooks: dict[str, HookInfo], chun
     out = {k: v.to_bytes() for k, v in objects.items()}
     for name, data in arrays.items():
         info = hooks[name]
-        out.update({f"{layout.ACTS}/{info.array}/{k}": v for k, v in _encode_array(name, data, info, chunk_rows).items()})
+        prefix = f"{layout.ACTS}/{info.array}/"
+        out.update({prefix + k: v for k, v in _encode_array(name, data, info, chunk_rows).items()})
     return out
 
 
@@ -229,7 +233,8 @@ class FragmentReader:
 
     def checksums(self) -> dict:
         """The fragment's checksum file (read once), checked against its commit record."""
-        if self._sums is None:
+        sums = self._sums
+        if sums is None:
             key = f"{self.record.path}/{layout.CHECKSUMS}"
             try:
                 blob = self.store.read_bytes(key)
@@ -240,7 +245,7 @@ class FragmentReader:
             sums = json.loads(blob)
             with self._lock:
                 self._sums = sums
-        return self._sums  # type: ignore[return-value]
+        return sums
 
     def check_object(self, key: str, data: bytes | np.ndarray) -> None:
         """Raise ``StoreDamagedError`` unless ``data`` is the committed content of ``key``."""
@@ -315,7 +320,7 @@ class FragmentReader:
         want_size, crc, digest = self._committed(key)
         try:
             view = np.frombuffer(m, dtype=np.uint8)
-            same = (crc32c(view) == crc) if crc is not None else (sha256(view) == digest)  # type: ignore[arg-type]
+            same = (crc32c(view) == crc) if crc is not None else (sha256(view) == digest)
             del view
         finally:
             m.close()
@@ -360,7 +365,7 @@ class FragmentReader:
         whole = lo == 0 and hi >= self.chunk_rows_of(chunk)
         if info.codec == "none" and self.store.is_local and not (self.verify and whole):
             key = self._key(info, chunk)
-            view = memoryview(out).cast("B")
+            view = out.data.cast("B")  # memoryview(out); numpy's stubs declare __buffer__ only for Python >= 3.12
             try:
                 with open(self.store.path(key), "rb", buffering=0) as f:
                     f.seek(lo * info.row_bytes)

@@ -5,6 +5,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from actlake.schemas.errors import ActlakeError, NotADatasetError
 from actlake.schemas.fragment import FragmentRecord
@@ -30,7 +31,8 @@ class VerifyReport:
         return not self.errors
 
 
-def _check_fragment(store: StoreFS, rec: FragmentRecord, arrays: dict[str, str]) -> tuple[int, int, dict[str, int], list[str]]:
+def _check_fragment(store: StoreFS, rec: FragmentRecord, arrays: dict[str, str]
+                    ) -> tuple[int, int, dict[str, int], list[str]]:
     """(files, bytes, bytes per hook, problems) of one committed fragment, every byte read."""
     errs: list[str] = []
     try:
@@ -110,7 +112,7 @@ def verify_store(store: StoreFS, on_fragment: Callable[[int], None] | None = Non
     if len(set(indices)) != len(indices):
         rep.errors.append("a unit is committed more than once")
     ranges = sorted(f.source_range for f in snap.fragments)
-    for (a0, a1), (b0, b1) in zip(ranges, ranges[1:]):
+    for (a0, a1), (b0, b1) in pairwise(ranges):
         if b0 < a1:
             rep.errors.append(f"source ranges overlap: [{a0},{a1}) and [{b0},{b1})")
     if manifest.status == "complete":

@@ -31,7 +31,8 @@ def write_weights(store: StoreFS, arrays: dict[str, np.ndarray], meta: dict[str,
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
         store.write_bytes(weight_file(name), buf.getvalue())
-        entries[name] = {"file": weight_file(name), "shape": list(arr.shape), "dtype": str(arr.dtype), **meta.get(name, {})}
+        entries[name] = {"file": weight_file(name), "shape": list(arr.shape), "dtype": str(arr.dtype),
+                         **meta.get(name, {})}
     index = {"model": model, "weights": entries}
     store.write_bytes(INDEX, json.dumps(index, indent=1, sort_keys=True).encode())
 
@@ -52,5 +53,6 @@ def read_weight(store: StoreFS, name: str) -> np.ndarray:
     except Exception as e:
         raise StoreDamagedError(store.path(entry["file"]), f"weight {name} unreadable: {e}") from None
     if list(arr.shape) != entry["shape"]:
-        raise StoreDamagedError(store.path(entry["file"]), f"weight {name} has shape {arr.shape}, index says {entry['shape']}")
+        raise StoreDamagedError(store.path(entry["file"]),
+                                f"weight {name} has shape {arr.shape}, index says {entry['shape']}")
     return arr

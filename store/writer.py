@@ -29,10 +29,12 @@ class DatasetWriter:
                  codec: str = "none", model_id: str = "arrays", storage_options: dict[str, Any] | None = None,
                  provenance_columns: list[str] | None = None, row_shuffle: bool = False):
         self.store = open_store(uri, storage_options)
+        # validated from a dict: dtype and codec are plain strings here, checked against HookInfo's literals
         self.infos = {
-            n: HookInfo(name=n, module=n.split(":")[0], io="input" if n.endswith(":input") else "output",
-                        array=array_name(n), shape=list(shape), dtype=dtype, storage_dtype=storage_dtype_name(dtype),
-                        codec=codec)  # type: ignore[arg-type]
+            n: HookInfo.model_validate(dict(
+                name=n, module=n.split(":")[0], io="input" if n.endswith(":input") else "output",
+                array=array_name(n), shape=list(shape), dtype=dtype, storage_dtype=storage_dtype_name(dtype),
+                codec=codec))
             for n, (shape, dtype) in hooks.items()
         }
         self.chunk_rows = chunk_rows
@@ -56,7 +58,8 @@ class DatasetWriter:
         path = f"{layout.FRAGMENTS}/u{index:09d}-{attempt}"
         written = write_fragment(self.store, path, arrays, provenance, self.infos, self.chunk_rows,
                                  documents=documents, nonfinite=nonfinite)
-        n_items = len(np.unique(provenance.column("context_id").to_numpy())) if "context_id" in provenance.column_names else 1
+        has_ctx = "context_id" in provenance.column_names
+        n_items = len(np.unique(provenance.column("context_id").to_numpy())) if has_ctx else 1
         rec = FragmentRecord(unit_id=f"u{index:09d}", unit_index=index, path=path, num_rows=provenance.num_rows,
                              num_items=n_items, source_range=(self._next_item, self._next_item + n_items),
                              attempt=attempt, **written.record_fields())

@@ -92,4 +92,6 @@ class ObjectStore(ABC):
             self.delete(k)
 
     def close(self) -> None:
-        """Release connections (optional)."""
+        """Release connections.  The base class holds none, so by default there is nothing to do;
+        backends that pool connections override this."""
+        return None

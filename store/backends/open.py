@@ -29,9 +29,10 @@ def open_backend(uri: str, storage_options: dict[str, Any] | None = None, probe:
 def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore:
     """Resolve a path or fsspec URL (``s3://``, ``gs://``, ``memory://``, ``file://``) to a backend.
 
-    ``storage_options`` go to the fsspec filesystem, except ``cache_dir``/``cache_bytes`` and ``atomic_create`` (S3 only: set False for
-    servers that ignore ``If-None-Match``).  With ``probe``, S3 checks the bucket once (a few
-    seconds at most) so a bad endpoint, a missing bucket or denied access fail at once.
+    ``storage_options`` go to the fsspec filesystem, except ``cache_dir``/``cache_bytes`` and
+    ``atomic_create`` (S3 only: set False for servers that ignore ``If-None-Match``).  With
+    ``probe``, S3 checks the bucket once (a few seconds at most) so a bad endpoint, a missing
+    bucket or denied access fail at once.
 
     Raises:
         StoreLocationError: empty URI or unknown protocol.

@@ -13,7 +13,7 @@ import errno
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from actlake.schemas.errors import StorageError
@@ -32,7 +32,7 @@ DEFAULT_POLICY = (0.05, 2.0, 60.0)
 PROBE_POLICY = (0.05, 0.5, 3.0)
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
