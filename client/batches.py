@@ -54,8 +54,9 @@ class BatchStream:
     Every row of the snapshot appears exactly once per epoch across all ranks (minus the
     ``drop_last`` remainder); ``(seed, epoch)`` fixes the order; ranks read disjoint blocks and get
     equal batch counts with ``drop_last``.  ``block_rows`` sets the read granularity (smaller:
-    more fragments mixed per batch, more, smaller reads; compressed hooks always read whole
-    chunks), ``buffer_rows`` the shuffle window, ``prefetch`` the windows read ahead."""
+    more fragments mixed per batch, more, smaller reads; compressed chunks are decoded whole and
+    cut), ``buffer_rows`` the shuffle window, ``prefetch`` the windows read ahead.  The layout, hence
+    the order, never depends on the backend, the read path, the codecs or ``verify_reads``."""
 
     def __init__(self, ds: ActivationDataset, batch_size: int, hooks: list[str] | None = None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
@@ -77,11 +78,8 @@ class BatchStream:
         self.prefetch, self.prefetch_batches = max(0, prefetch), max(1, prefetch_batches)
         self._dtypes = {h: ds.manifest.hooks[h].dtype for h in self.hooks}
         self.filter = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
-        self._direct = self._direct_possible()
         self._plan_epoch(buffer_rows, block_rows)
-        if self._direct and not self._fds_fit():
-            self._direct = False
-            self._plan_epoch(buffer_rows, block_rows)
+        self._direct = self._direct_possible() and self._fds_fit()  # how to read, not what
         # assembly threads copy runs into batches (the direct path's reads happen there too)
         self.assembly_threads = max(2, min(self.io_threads, os.cpu_count() or 2))
         self.group_batches = 2
@@ -91,12 +89,11 @@ class BatchStream:
         ds = self.ds
         rows = [f.num_rows for f in ds.snapshot.fragments]
         rank_rows = sum(rows) // self.world_size if self.shuffle else None
-        compressed = any(ds.manifest.hooks[h].codec != "none" for h in self.hooks)
-        if compressed and block_rows is None and (rank_rows is None or rank_rows > sh.SMALL_RANK_ROWS):
-            block_rows = ds.chunk_rows  # compressed chunks are decoded whole: a block is a chunk
         needs_estimate = self.shuffle and (block_rows is None or buffer_rows is None)
+        # the layout (hence the order) depends only on the snapshot and the arguments: never on the
+        # backend, the read path, the codecs of the hooks or verify_reads (issues 8, 10)
         self.block_rows, self.buffer_rows = sh.auto_layout(
-            self.batch_size, self._direct, len(rows), max(sum(rows), 1),
+            self.batch_size, len(rows), max(sum(rows), 1),
             ds._contexts_per_fragment() if needs_estimate else None, ds.chunk_rows, buffer_rows, block_rows,
             rank_rows=rank_rows)
         kept = ds._kept_per_block(self.filter, self.block_rows) if self.filter is not None else None
