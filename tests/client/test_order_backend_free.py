@@ -8,11 +8,11 @@ import uuid
 
 import numpy as np
 import pytest
+from stores import make_store
 
 import actlake
 from actlake.store.fs import open_store
 from actlake.store.s3server import SeaweedServer, weed_binary
-from stores import make_store
 
 SHAPE = {"fragments": (3000, 2570, 640, 1, 1999), "chunk_rows": 256}
 # defaults except a shuffled, provenance-carrying rank of a two-way split that keeps its last batch
