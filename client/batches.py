@@ -22,6 +22,7 @@ import torch
 
 from actlake.client import shuffle as sh
 from actlake.client.buffers import OutputPool, WindowBuffers
+from actlake.client.chunk_checks import RangeChecks
 from actlake.client.filters import RowFilter
 from actlake.client.windows import DirectWindow, FileHandles, StagedWindow, Window, raise_open_file_limit
 from actlake.schemas.errors import StreamStateError
@@ -40,7 +41,8 @@ class EmptyStreamWarning(UserWarning):
 class _Plan:
     """The consumer's cursor over windows while it plans batches (one per ``__iter__``)."""
 
-    def __init__(self, ring: int):
+    def __init__(self, ring: int, ranges: RangeChecks):
+        self.ranges = ranges  # CRC-32C of the byte ranges read, per chunk (verify_reads)
         self.windows: dict[int, Window] = {}
         self.ring: list[WindowBuffers | None] = [None] * ring
         self.slot_users: list[list[threading.Event]] = [[] for _ in range(ring)]
@@ -102,6 +104,14 @@ class BatchStream:
         self.bounds = sh.windows(self.segments, self.buffer_rows)
         seg_cum = np.concatenate([[0], np.cumsum(self.segments.rows)]).astype(np.int64)
         self.window_starts = seg_cum[self.bounds]
+        # per window, the chunks (fragment, chunk) whose last segment of this stream it holds: their
+        # range checksums are complete once it is retired
+        seg_window = np.repeat(np.arange(len(self.bounds) - 1), np.diff(self.bounds))
+        last = {(int(f), int(c)): int(w) for f, c, w in zip(self.segments.frag, self.segments.chunk, seg_window,
+                                                              strict=True)}
+        self._last_chunks: dict[int, list[tuple[int, int]]] = {}
+        for fc, w in last.items():
+            self._last_chunks.setdefault(w, []).append(fc)
         # every window fits max(buffer_rows, one block): a size that does not depend on the epoch's
         # permutation, so buffers cached by the dataset fit the next epoch's windows too
         self._max_window_rows = max(self.buffer_rows, self.block_rows)
@@ -182,7 +192,7 @@ class BatchStream:
         order = loader.submit(sh.window_order, self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w,
                               self.shuffle)
         rot = sh.rotations(self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w, self.shuffle)
-        args = (self.ds, self.hooks, self.segments, s0, s1, order, rot)
+        args = (self.ds, self.hooks, self.segments, s0, s1, order, rot, plan.ranges)
         if self._direct:
             # rows of each block the first few batches of the window read
             lead = 4 * -(-self.batch_size * self.block_rows // max(self.buffer_rows, 1))
@@ -259,13 +269,16 @@ class BatchStream:
         """Close windows whose every batch the consumer has received."""
         for w in [w for w in plan.windows if (int(self.window_starts[w + 1]) - 1) // self.batch_size < self.step]:
             plan.windows.pop(w).close()
+            for f, c in self._last_chunks.get(w, []):  # read for the last time: check what was read
+                for h in self.hooks:
+                    plan.ranges.finish((f, h, c))
 
     def __iter__(self, _finalizing=sys.is_finalizing) -> Iterator[dict[str, torch.Tensor]]:
         if self.step >= self.num_batches:
             return
         cuda = self.device is not None and self.device.type == "cuda"
         pool = self.ds._buffers.take(("out", cuda)) or OutputPool(cap=self.prefetch_batches + 8, pinned=cuda)
-        plan = _Plan(self.prefetch + 2)
+        plan = _Plan(self.prefetch + 2, RangeChecks(self.ds))
         assemble = ThreadPoolExecutor(self.assembly_threads, thread_name_prefix="actlake-batch")
         io = ThreadPoolExecutor(self.io_threads, thread_name_prefix="actlake-io")
         loader = ThreadPoolExecutor(1, thread_name_prefix="actlake-window")
@@ -296,6 +309,8 @@ class BatchStream:
                     self.step += 1
                     self._retire(plan)
                     yield out
+            for key in plan.ranges.pending():  # (none left once every window is retired)
+                plan.ranges.finish(key)
         finally:
             if _finalizing():  # an unfinished stream at interpreter exit: the OS cleans up
                 return
