@@ -1,9 +1,10 @@
 """Checksums of chunks read in byte ranges, computed over the bytes the loader reads anyway.
 
-A batch stream reads each uncompressed chunk as many runs (direct path: one ``preadv`` per
-segment and batch group) or block ranges (staged path: one ranged GET per block).  Instead of a
-second, whole-chunk pass over the bytes (what ``verify_reads`` cost before), each read's CRC-32C
-is computed right after it lands, while the bytes are still in the CPU cache; reads that continue
+A batch stream reads each uncompressed chunk as block ranges (staged path: one ranged GET or
+read per block; blocks are usually smaller than chunks) or as many runs (direct path: one
+``preadv`` per segment and batch group, when ``DirectWindow.range_checks`` is set).  Instead of
+reading every chunk a second time whole (on an object store: a second GET of every chunk), each
+read's CRC-32C is computed right after it lands, while the bytes are still in the CPU cache; reads that continue
 one another are merged by extending the CRC, the rest by ``crc32c_combine``.  When the stream has
 read the last range of a chunk it will read, the ranges it never read (another rank's blocks, a
 resume, ``drop_last``) are read and checksummed, the parts combined, and the result compared with
@@ -104,8 +105,8 @@ class RangeChecks:
         name = layout.chunk_key(info.array, chunk, 1 + len(info.shape))
         return f"{reader.record.path}/{name}", name
 
-    @lru_cache(maxsize=None)  # noqa: B019  (one per stream, dropped with it)
     def has_crc(self, frag: int, hook: str, chunk: int) -> bool:
+        """Whether the fragment's checksum file records a CRC-32C for this chunk."""
         sums = self.ds._reader(frag).checksums()
         return self._rel((frag, hook, chunk))[1] in sums.get("crc32c", {})
 

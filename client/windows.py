@@ -113,6 +113,12 @@ def raise_open_file_limit() -> int:
 
 
 class DirectWindow(Window):
+    # verify_reads on the direct path: each chunk is mapped and checked whole once per dataset
+    # (large CRCs that release the GIL, on the I/O threads) rather than from the CRC-32C of every
+    # run (``range_checks``: one small CRC per preadv under the GIL in the assembly threads), which
+    # measured slower on this machine (docs/performance.md, bench/loader_verify.py)
+    range_checks = False
+
     def __init__(self, *a, files: FileHandles, io: ThreadPoolExecutor, lead_rows: int = 0, **kw):
         super().__init__(*a, **kw)
         self._files = files
@@ -128,12 +134,12 @@ class DirectWindow(Window):
             raise
         self._fd_of = {h: [self._fds[h, j] for j in range(self.num_segments)] for h in self.hooks}
         self.advised = io.submit(self._advise, lead_rows)
-        # verify_reads: the CRC-32C of every run is computed as it is read and the runs of a chunk
-        # combined (client/chunk_checks.py); chunks of stores without CRC-32C (sha256 only) are
-        # checked whole once per dataset, and batches of this window wait for those checks
+        # verify_reads: chunks are checked whole once per dataset, and batches of this window wait
+        # for those checks; with ``range_checks`` the CRC-32C of every run is computed as it is
+        # read and the runs of a chunk combined instead (client/chunk_checks.py)
         todo = {(int(self.frag[j]), h, int(self.chunk[j])): self._fds[h, j]
                 for h in self.hooks for j in range(self.num_segments)} if self.ds.verify_reads else {}
-        ranges = self.ranges
+        ranges = self.ranges if self.range_checks else None
         self._track = {h: [ranges is not None and ranges.wanted((int(self.frag[j]), h, int(self.chunk[j])))
                            for j in range(self.num_segments)] for h in self.hooks}
         if ranges is not None:
@@ -251,6 +257,9 @@ class StagedWindow(Window):
                 reader.read_rows_into(h, c, lo, hi, dst)
                 if track:  # the range's CRC-32C, combined with the chunk's other ranges later
                     self.ranges.add((f, h, c), lo * self.ds.manifest.hooks[h].row_bytes, [dst])  # type: ignore[union-attr]
+                elif reader.verify and not part:  # read whole, hence checked whole
+                    with self.ds._lock:
+                        self.ds._verified.add((f, h, c))
             b.row_ids[a:a + hi - lo] = np.arange(lo, hi) + base[j]
             if self.filt is not None:
                 start = c * chunk_rows

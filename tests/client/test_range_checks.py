@@ -12,6 +12,7 @@ from stores import make_store
 
 import actlake
 from actlake.client.chunk_checks import crc32c_combine, crc_of
+from actlake.client.windows import DirectWindow
 from actlake.schemas.errors import StoreDamagedError
 from actlake.store.fs import open_store
 
@@ -38,15 +39,23 @@ def clean(tmp_path_factory) -> str:
     return make_store(str(tmp_path_factory.mktemp("rc") / "ds"), **SHAPE)
 
 
+@pytest.fixture(params=["direct", "staged"])
+def path(request, monkeypatch):
+    """The read path; the direct one with per-run checksums (``DirectWindow.range_checks``)."""
+    monkeypatch.setattr(DirectWindow, "range_checks", True)
+    return request.param
+
+
 @pytest.mark.parametrize("kw", [{}, {"world_size": 3, "rank": 2}, {"drop_last": True, "batch_size": 100},
                                 {"shuffle": False}, {"block_rows": 16, "buffer_rows": 256}])
-def test_every_chunk_read_is_checked_without_a_whole_chunk_pass(clean, kw, monkeypatch):
+def test_every_chunk_read_is_checked_without_a_whole_chunk_pass(clean, kw, path, monkeypatch):
     ds = actlake.open_dataset(clean)
     whole = []
     monkeypatch.setattr(type(ds._reader(0)), "verify_chunk_file",
                         lambda self, h, c, fd=None: whole.append((h, c)))  # count whole-chunk passes
     s = ds.batches(**{"batch_size": 64, "drop_last": False, "hooks": ["h"], "with_provenance": True, **kw})
     assert s._direct
+    s._direct = path == "direct"  # the staged path reads blocks as object stores do (ranges of chunks)
     ids = np.concatenate([b["row_id"].numpy() for b in s])
     assert len(ids) == (len(s) * s.batch_size if s.drop_last else s.num_rows) > 0
     assert not whole  # no second pass over the bytes
@@ -56,9 +65,10 @@ def test_every_chunk_read_is_checked_without_a_whole_chunk_pass(clean, kw, monke
     assert read <= ds._verified
 
 
-def test_resumed_stream_checks_what_it_reads(clean):
+def test_resumed_stream_checks_what_it_reads(clean, path):
     ds = actlake.open_dataset(clean)
     s = ds.batches(32, drop_last=False, hooks=["h"], seed=4)
+    s._direct = path == "direct"
     s.load_state_dict({**s.state_dict(), "step": len(s) // 2})
     list(s)
     assert ds._verified and ds._verified <= _chunks(ds)
@@ -73,7 +83,9 @@ def _flip(path: str) -> None:
 
 
 @pytest.mark.parametrize("kw", [{}, {"world_size": 2, "rank": 0}, {"world_size": 2, "rank": 1}])
-def test_direct_stream_raises_on_a_flipped_byte(tmp_path, kw):
+@pytest.mark.parametrize("range_checks", [False, True])
+def test_direct_stream_raises_on_a_flipped_byte(tmp_path, kw, range_checks, monkeypatch):
+    monkeypatch.setattr(DirectWindow, "range_checks", range_checks)
     uri = make_store(str(tmp_path / "d"), **SHAPE)
     path = actlake.open_dataset(uri)._reader(0).chunk_path("h", 3)
     _flip(path)
