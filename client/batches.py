@@ -104,14 +104,16 @@ class BatchStream:
         self.bounds = sh.windows(self.segments, self.buffer_rows)
         seg_cum = np.concatenate([[0], np.cumsum(self.segments.rows)]).astype(np.int64)
         self.window_starts = seg_cum[self.bounds]
-        # per window, the chunks (fragment, chunk) whose last segment of this stream it holds: their
-        # range checksums are complete once it is retired
-        seg_window = np.repeat(np.arange(len(self.bounds) - 1), np.diff(self.bounds))
-        last = {(int(f), int(c)): int(w) for f, c, w in zip(self.segments.frag, self.segments.chunk, seg_window,
-                                                              strict=True)}
-        self._last_chunks: dict[int, list[tuple[int, int]]] = {}
-        for fc, w in last.items():
-            self._last_chunks.setdefault(w, []).append(fc)
+        # the chunks (fragment · M + chunk) sorted by the window holding their last segment in this
+        # stream: their range checksums are complete once that window is retired (verify_reads)
+        self._chunk_m = int(self.segments.chunk.max()) + 1 if len(self.segments) else 1
+        self._last_key = self._last_window = np.zeros(0, dtype=np.int64)
+        if ds.verify_reads and len(self.segments):
+            seg_window = np.repeat(np.arange(len(self.bounds) - 1), np.diff(self.bounds))[::-1]
+            key = (self.segments.frag.astype(np.int64) * self._chunk_m + self.segments.chunk)[::-1]
+            keys, first = np.unique(key, return_index=True)  # first in reverse: the last segment
+            order = np.argsort(seg_window[first], kind="stable")
+            self._last_key, self._last_window = keys[order], seg_window[first][order]
         # every window fits max(buffer_rows, one block): a size that does not depend on the epoch's
         # permutation, so buffers cached by the dataset fit the next epoch's windows too
         self._max_window_rows = max(self.buffer_rows, self.block_rows)
@@ -269,9 +271,10 @@ class BatchStream:
         """Close windows whose every batch the consumer has received."""
         for w in [w for w in plan.windows if (int(self.window_starts[w + 1]) - 1) // self.batch_size < self.step]:
             plan.windows.pop(w).close()
-            for f, c in self._last_chunks.get(w, []):  # read for the last time: check what was read
+            a, b = np.searchsorted(self._last_window, [w, w + 1])
+            for k in self._last_key[a:b].tolist():  # read for the last time: check what was read
                 for h in self.hooks:
-                    plan.ranges.finish((f, h, c))
+                    plan.ranges.finish((k // self._chunk_m, h, k % self._chunk_m))
 
     def __iter__(self, _finalizing=sys.is_finalizing) -> Iterator[dict[str, torch.Tensor]]:
         if self.step >= self.num_batches:

@@ -255,8 +255,8 @@ class StagedWindow(Window):
                     self.ds._verify_chunk(f, h, c)  # no CRC-32C recorded: check the chunk whole, once
                 dst = b.arrays[h][a:a + hi - lo]
                 reader.read_rows_into(h, c, lo, hi, dst)
-                if track:  # the range's CRC-32C, combined with the chunk's other ranges later
-                    self.ranges.add((f, h, c), lo * self.ds.manifest.hooks[h].row_bytes, [dst])  # type: ignore[union-attr]
+                if track and self.ranges is not None:  # its CRC-32C, combined with the chunk's other ranges later
+                    self.ranges.add((f, h, c), lo * self.ds.manifest.hooks[h].row_bytes, [dst])
                 elif reader.verify and not part:  # read whole, hence checked whole
                     with self.ds._lock:
                         self.ds._verified.add((f, h, c))
