@@ -22,6 +22,7 @@ import torch
 
 from actlake.client import shuffle as sh
 from actlake.client.buffers import OutputPool, WindowBuffers
+from actlake.client.chunk_checks import RangeChecks
 from actlake.client.filters import RowFilter
 from actlake.client.windows import DirectWindow, FileHandles, StagedWindow, Window, raise_open_file_limit
 from actlake.schemas.errors import StreamStateError
@@ -40,7 +41,8 @@ class EmptyStreamWarning(UserWarning):
 class _Plan:
     """The consumer's cursor over windows while it plans batches (one per ``__iter__``)."""
 
-    def __init__(self, ring: int):
+    def __init__(self, ring: int, ranges: RangeChecks):
+        self.ranges = ranges  # CRC-32C of the byte ranges read, per chunk (verify_reads)
         self.windows: dict[int, Window] = {}
         self.ring: list[WindowBuffers | None] = [None] * ring
         self.slot_users: list[list[threading.Event]] = [[] for _ in range(ring)]
@@ -54,8 +56,9 @@ class BatchStream:
     Every row of the snapshot appears exactly once per epoch across all ranks (minus the
     ``drop_last`` remainder); ``(seed, epoch)`` fixes the order; ranks read disjoint blocks and get
     equal batch counts with ``drop_last``.  ``block_rows`` sets the read granularity (smaller:
-    more fragments mixed per batch, more, smaller reads; compressed hooks always read whole
-    chunks), ``buffer_rows`` the shuffle window, ``prefetch`` the windows read ahead."""
+    more fragments mixed per batch, more, smaller reads; compressed chunks are decoded whole and
+    cut), ``buffer_rows`` the shuffle window, ``prefetch`` the windows read ahead.  The layout, hence
+    the order, never depends on the backend, the read path, the codecs or ``verify_reads``."""
 
     def __init__(self, ds: ActivationDataset, batch_size: int, hooks: list[str] | str | None = None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
@@ -77,11 +80,8 @@ class BatchStream:
         self.prefetch, self.prefetch_batches = max(0, prefetch), max(1, prefetch_batches)
         self._dtypes = {h: ds.manifest.hooks[h].dtype for h in self.hooks}
         self.filter = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
-        self._direct = self._direct_possible()
         self._plan_epoch(buffer_rows, block_rows)
-        if self._direct and not self._fds_fit():
-            self._direct = False
-            self._plan_epoch(buffer_rows, block_rows)
+        self._direct = self._direct_possible() and self._fds_fit()  # how to read, not what
         # assembly threads copy runs into batches (the direct path's reads happen there too)
         self.assembly_threads = max(2, min(self.io_threads, os.cpu_count() or 2))
         self.group_batches = 2
@@ -91,12 +91,11 @@ class BatchStream:
         ds = self.ds
         rows = [f.num_rows for f in ds.snapshot.fragments]
         rank_rows = sum(rows) // self.world_size if self.shuffle else None
-        compressed = any(ds.manifest.hooks[h].codec != "none" for h in self.hooks)
-        if compressed and block_rows is None and (rank_rows is None or rank_rows > sh.SMALL_RANK_ROWS):
-            block_rows = ds.chunk_rows  # compressed chunks are decoded whole: a block is a chunk
         needs_estimate = self.shuffle and (block_rows is None or buffer_rows is None)
+        # the layout (hence the order) depends only on the snapshot and the arguments: never on the
+        # backend, the read path, the codecs of the hooks or verify_reads (issues 8, 10)
         self.block_rows, self.buffer_rows = sh.auto_layout(
-            self.batch_size, self._direct, len(rows), max(sum(rows), 1),
+            self.batch_size, len(rows), max(sum(rows), 1),
             ds._contexts_per_fragment() if needs_estimate else None, ds.chunk_rows, buffer_rows, block_rows,
             rank_rows=rank_rows)
         kept = ds._kept_per_block(self.filter, self.block_rows) if self.filter is not None else None
@@ -105,6 +104,16 @@ class BatchStream:
         self.bounds = sh.windows(self.segments, self.buffer_rows)
         seg_cum = np.concatenate([[0], np.cumsum(self.segments.rows)]).astype(np.int64)
         self.window_starts = seg_cum[self.bounds]
+        # the chunks (fragment · M + chunk) sorted by the window holding their last segment in this
+        # stream: their range checksums are complete once that window is retired (verify_reads)
+        self._chunk_m = int(self.segments.chunk.max()) + 1 if len(self.segments) else 1
+        self._last_key = self._last_window = np.zeros(0, dtype=np.int64)
+        if ds.verify_reads and len(self.segments):
+            seg_window = np.repeat(np.arange(len(self.bounds) - 1), np.diff(self.bounds))[::-1]
+            key = (self.segments.frag.astype(np.int64) * self._chunk_m + self.segments.chunk)[::-1]
+            keys, first = np.unique(key, return_index=True)  # first in reverse: the last segment
+            order = np.argsort(seg_window[first], kind="stable")
+            self._last_key, self._last_window = keys[order], seg_window[first][order]
         # every window fits max(buffer_rows, one block): a size that does not depend on the epoch's
         # permutation, so buffers cached by the dataset fit the next epoch's windows too
         self._max_window_rows = max(self.buffer_rows, self.block_rows)
@@ -186,7 +195,7 @@ class BatchStream:
         order = loader.submit(sh.window_order, self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w,
                               self.shuffle)
         rot = sh.rotations(self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w, self.shuffle)
-        args = (self.ds, self.hooks, self.segments, s0, s1, order, rot)
+        args = (self.ds, self.hooks, self.segments, s0, s1, order, rot, plan.ranges)
         if self._direct:
             # rows of each block the first few batches of the window read
             lead = 4 * -(-self.batch_size * self.block_rows // max(self.buffer_rows, 1))
@@ -265,13 +274,17 @@ class BatchStream:
         """Close windows whose every batch the consumer has received."""
         for w in [w for w in plan.windows if (int(self.window_starts[w + 1]) - 1) // self.batch_size < self.step]:
             plan.windows.pop(w).close()
+            a, b = np.searchsorted(self._last_window, [w, w + 1])
+            for k in self._last_key[a:b].tolist():  # read for the last time: check what was read
+                for h in self.hooks:
+                    plan.ranges.finish((k // self._chunk_m, h, k % self._chunk_m))
 
     def __iter__(self, _finalizing=sys.is_finalizing) -> Iterator[dict[str, torch.Tensor]]:
         if self.step >= self.num_batches:
             return
         cuda = self.device is not None and self.device.type == "cuda"
         pool = self.ds._buffers.take(("out", cuda)) or OutputPool(cap=self.prefetch_batches + 8, pinned=cuda)
-        plan = _Plan(self.prefetch + 2)
+        plan = _Plan(self.prefetch + 2, RangeChecks(self.ds))
         assemble = ThreadPoolExecutor(self.assembly_threads, thread_name_prefix="actlake-batch")
         io = ThreadPoolExecutor(self.io_threads, thread_name_prefix="actlake-io")
         loader = ThreadPoolExecutor(1, thread_name_prefix="actlake-window")
@@ -302,6 +315,8 @@ class BatchStream:
                     self.step += 1
                     self._retire(plan)
                     yield out
+            for key in plan.ranges.pending():  # (none left once every window is retired)
+                plan.ranges.finish(key)
         finally:
             # an unfinished stream at interpreter exit: skip the cleanup, the OS does it
             if not _finalizing():

@@ -264,13 +264,18 @@ def min_blocks_per_window(batch: int) -> int:
     return int(np.clip(batch // 8, 2, 32))
 
 
-def auto_layout(batch: int, direct: bool, n_fragments: int, rows: int, contexts_per_fragment: float | None,
+def auto_layout(batch: int, n_fragments: int, rows: int, contexts_per_fragment: float | None,
                 chunk_rows: int, buffer_rows: int | None, block_rows: int | None,
                 target: float = 0.99, rank_rows: int | None = None) -> tuple[int, int]:
     """(block_rows, buffer_rows) giving the longest runs (fewest, largest copies) whose predicted
-    quality reaches ``target``; values the caller set are kept.  Direct windows cost no memory, so
-    they grow to shorten runs; staged windows keep ``buffer_rows`` and shrink blocks instead.
+    quality reaches ``target``; values the caller set are kept.  The window keeps ``buffer_rows``
+    (default 131,072 rows, at least one batch) and blocks shrink until runs are short enough.
     ``contexts_per_fragment`` None: unknown, 256 assumed.
+
+    The result depends only on these arguments (the snapshot and the stream's settings), never on
+    where or how the rows are read: the order of a stream is the same on local disk, an object
+    store, a compressed copy or a remote server (each read path picks its own I/O granularity
+    within this layout).
 
     ``rank_rows`` (rows one rank streams per epoch, shuffled streams only) adds two floors that
     keep every (seed, epoch) a fresh order at any size: every window mixes at least
@@ -281,14 +286,10 @@ def auto_layout(batch: int, direct: bool, n_fragments: int, rows: int, contexts_
     if block_rows is not None and buffer_rows is not None:
         return min(block_rows, chunk_rows), max(buffer_rows, batch)
     cpf = contexts_per_fragment or 256.0
-    window = block = 0
+    window = max(buffer_rows or 1 << 17, batch)
+    block = 0
     for run in (128, 64, 32, 16, 8, 4):
-        if direct and buffer_rows is None:
-            block = min(block_rows or 4096, chunk_rows)
-            window = max(block * max(batch // run, 1), batch)
-        else:
-            window = max(buffer_rows or 1 << 17, batch)
-            block = block_rows or max(64, min(chunk_rows, window * run // batch))
+        block = min(block_rows or max(64, window * run // batch), chunk_rows)
         # blocks are cut at chunk ends, so a fragment's blocks average fewer rows than block_rows:
         # more, smaller blocks per window, and some fragments with an extra block in it
         eff = _mean_block_rows(rows / max(n_fragments, 1), chunk_rows, block)
@@ -297,8 +298,6 @@ def auto_layout(batch: int, direct: bool, n_fragments: int, rows: int, contexts_
             break
     if rank_rows is not None and block_rows is None:
         m = min_blocks_per_window(batch)
-        if direct and buffer_rows is None:
-            window = max(window, block * m)
         span = max(1, min(window, rank_rows))
         block = min(block, max(1, -(-span // m)))
         if rank_rows <= SMALL_RANK_ROWS:

@@ -19,6 +19,7 @@ import numpy as np
 
 from actlake.client import shuffle as sh
 from actlake.client.buffers import WindowBuffers, as_records
+from actlake.client.chunk_checks import RangeChecks
 from actlake.schemas.errors import StoreDamagedError
 
 if TYPE_CHECKING:
@@ -34,8 +35,9 @@ class Window:
     """Segments [s0, s1) of a rank's plan, their stream order, and the batches that read them."""
 
     def __init__(self, ds: ActivationDataset, hooks: list[str], segments: sh.Segments, s0: int, s1: int,
-                 order: Future, rot: np.ndarray | None = None):
+                 order: Future, rot: np.ndarray | None = None, ranges: RangeChecks | None = None):
         self.ds, self.hooks = ds, hooks
+        self.ranges = ranges  # checksums of the byte ranges read (verify_reads; client/chunk_checks.py)
         self.num_segments = s1 - s0
         self.order = order  # the window's stream order (shuffle.window_order)
         seg = segments
@@ -111,6 +113,12 @@ def raise_open_file_limit() -> int:
 
 
 class DirectWindow(Window):
+    # verify_reads on the direct path: each chunk is mapped and checked whole once per dataset
+    # (large CRCs that release the GIL, on the I/O threads) rather than from the CRC-32C of every
+    # run (``range_checks``: one small CRC per preadv under the GIL in the assembly threads), which
+    # measured slower on this machine (docs/performance.md, bench/loader_verify.py)
+    range_checks = False
+
     def __init__(self, *a, files: FileHandles, io: ThreadPoolExecutor, lead_rows: int = 0, **kw):
         super().__init__(*a, **kw)
         self._files = files
@@ -126,10 +134,16 @@ class DirectWindow(Window):
             raise
         self._fd_of = {h: [self._fds[h, j] for j in range(self.num_segments)] for h in self.hooks}
         self.advised = io.submit(self._advise, lead_rows)
-        # each chunk is checked whole against its CRC-32C once per dataset (verify_reads): batches
-        # of this window wait for the checks of the chunks they read (spread over the I/O threads)
+        # verify_reads: chunks are checked whole once per dataset, and batches of this window wait
+        # for those checks; with ``range_checks`` the CRC-32C of every run is computed as it is
+        # read and the runs of a chunk combined instead (client/chunk_checks.py)
         todo = {(int(self.frag[j]), h, int(self.chunk[j])): self._fds[h, j]
                 for h in self.hooks for j in range(self.num_segments)} if self.ds.verify_reads else {}
+        ranges = self.ranges if self.range_checks else None
+        self._track = {h: [ranges is not None and ranges.wanted((int(self.frag[j]), h, int(self.chunk[j])))
+                           for j in range(self.num_segments)] for h in self.hooks}
+        if ranges is not None:
+            todo = {k: fd for k, fd in todo.items() if not ranges.has_crc(*k)}
         self.checked = []
         for key, fd in todo.items():
             if key not in self.ds._verified:
@@ -177,7 +191,7 @@ class DirectWindow(Window):
                     reads[j] = [first, [view[a:b]]]
                 else:
                     entry[1].append(view[a:b])
-        fds, lo, rot, used = self._fd_of[hook], self.lo, self.rot, self.used
+        fds, lo, rot, used, track = self._fd_of[hook], self.lo, self.rot, self.used, self._track[hook]
         for j, (first, views) in reads.items():
             start = (first + int(rot[j])) % int(used[j])
             want = sum(v.nbytes for v in views)
@@ -190,6 +204,9 @@ class DirectWindow(Window):
             for row, vs, n in pieces:
                 if os.preadv(fds[j], vs, (int(lo[j]) + row) * rb) != n:
                     raise StoreDamagedError(self._paths[hook, j], "chunk is truncated")
+                if track[j]:  # checksummed while the bytes are still in the CPU cache
+                    self.ranges.add((int(self.frag[j]), hook, int(self.chunk[j])),  # type: ignore[union-attr]
+                                    (int(lo[j]) + row) * rb, vs)
 
     def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
         return self.base_rows[np.repeat(js, i1 - i0)] + self.lo[np.repeat(js, i1 - i0)] + _rotated(self, js, i0, i1)
@@ -232,10 +249,18 @@ class StagedWindow(Window):
             f, c, lo, hi, a = int(self.frag[j]), int(self.chunk[j]), int(self.lo[j]), int(self.hi[j]), int(self.pos[j])
             reader = self.ds._reader(f)
             for h in self.hooks:
-                if (reader.verify and self.ds.manifest.hooks[h].codec == "none"
-                        and (lo, hi) != (0, reader.chunk_rows_of(c))):
-                    self.ds._verify_chunk(f, h, c)  # a byte range is read: check the chunk whole, once
-                reader.read_rows_into(h, c, lo, hi, b.arrays[h][a:a + hi - lo])
+                part = (lo, hi) != (0, reader.chunk_rows_of(c))
+                ranged = reader.verify and self.ds.manifest.hooks[h].codec == "none" and part
+                track = ranged and self.ranges is not None and self.ranges.wanted((f, h, c))
+                if ranged and not track and (self.ranges is None or not self.ranges.has_crc(f, h, c)):
+                    self.ds._verify_chunk(f, h, c)  # no CRC-32C recorded: check the chunk whole, once
+                dst = b.arrays[h][a:a + hi - lo]
+                reader.read_rows_into(h, c, lo, hi, dst)
+                if track and self.ranges is not None:  # its CRC-32C, combined with the chunk's other ranges later
+                    self.ranges.add((f, h, c), lo * self.ds.manifest.hooks[h].row_bytes, [dst])
+                elif reader.verify and not part:  # read whole, hence checked whole
+                    with self.ds._lock:
+                        self.ds._verified.add((f, h, c))
             b.row_ids[a:a + hi - lo] = np.arange(lo, hi) + base[j]
             if self.filt is not None:
                 start = c * chunk_rows
