@@ -6,12 +6,12 @@ execution as every query: threads in-process, Ray tasks with ``address=``."""
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from actlake.query.comoments import CoMoments, correlation
 from actlake.query.comoments import covariance as cov_of
 from actlake.query.rangescan import RangeScan, range_plan, run_bounded
@@ -157,7 +157,8 @@ def correlate(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = No
     key = np.abs(m) if best == "abs" else m.copy()
     if same:
         np.fill_diagonal(key, np.nan)
-    elif (hook_b is None or hook_b == hook_a) and pa_.kind in ("identity", "units") and pb.kind in ("identity", "units"):
+    elif ((hook_b is None or hook_b == hook_a)
+          and pa_.kind in ("identity", "units") and pb.kind in ("identity", "units")):
         key[la[:, None] == lb[None, :]] = np.nan  # a unit is not its own best match
     key = np.where(np.isnan(key), -np.inf, key)
     j = np.argmax(key, axis=1) if key.shape[1] else np.zeros(key.shape[0], np.int64)
@@ -215,7 +216,8 @@ def project(ds: Any, hook: str, directions: Any, name: str, threads: int | None 
     dirs = as_array("directions", directions, (1, 2))
     dirs = dirs.reshape(1, -1) if dirs.ndim == 1 else dirs
     if dirs.shape[1] != int(np.prod(info.shape)):
-        raise QueryError(f"directions: width {dirs.shape[1]} does not match hook {hook} (d = {int(np.prod(info.shape))})")
+        raise QueryError(f"directions: width {dirs.shape[1]} does not match hook {hook} "
+                         f"(d = {int(np.prod(info.shape))})")
     d64 = directions.detach().cpu().double().numpy() if hasattr(directions, "detach") else directions
     rec, _ = write_projection(ds.store, ds.snapshot, ds.manifest.hooks, ds.chunk_rows, hook,
                               np.asarray(d64, dtype=np.float64).reshape(dirs.shape), name, threads, progress)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
+
 from actlake.query.rowsource import MappedRows, StoreRows
 from actlake.schemas.errors import AlignmentError, QueryError
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from actlake.schemas.errors import StreamStateError
 
 
@@ -21,7 +22,8 @@ class JoinedBatches:
                  rank: int, world_size: int, drop_last: bool, with_provenance: bool, block_rows: int,
                  window_blocks: int):
         if batch_size <= 0 or not 0 <= rank < world_size:
-            raise ValueError(f"batch_size must be > 0 and 0 <= rank < world_size; got {batch_size}, {rank}, {world_size}")
+            raise ValueError("batch_size must be > 0 and 0 <= rank < world_size; "
+                             f"got {batch_size}, {rank}, {world_size}")
         self.j, self.batch_size, self.hooks = joined, batch_size, hooks
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
@@ -39,7 +41,8 @@ class JoinedBatches:
         """Raises StreamStateError if ``state`` belongs to another stream."""
         mine = self._identity()
         if {k: state.get(k) for k in mine} != mine:
-            raise StreamStateError("state_dict belongs to another stream (rows, batch size, seed, epoch or rank differ)")
+            raise StreamStateError("state_dict belongs to another stream "
+                                   "(rows, batch size, seed, epoch or rank differ)")
         self._done = int(state["batches"])
 
     def __iter__(self):

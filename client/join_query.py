@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from actlake.client import analysis
 from actlake.query.aggregates import Combined, Density, Moments
 from actlake.query.rangescan import RangeScan, range_plan

@@ -33,7 +33,7 @@ def histogram(ds: Any, hook: str, units: Any = None, bins: int = 50, **kw: Any) 
     fig = _figure()
     ax = fig.add_subplot()
     edges = st["hist_edges"]
-    for u, h in zip(units, st["hist"]):
+    for u, h in zip(units, st["hist"], strict=True):
         ax.stairs(np.maximum(h, 0), edges, label=f"unit {u}")
     ax.set_yscale("symlog", linthresh=1)
     ax.set_xlabel("activation")

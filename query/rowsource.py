@@ -7,6 +7,7 @@ row r is row ``index[r]`` of an underlying source (a join's side).  Both are pic
 receive them with the scan context."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ class StoreRows:
     """
 
     store: StoreFS
-    fragments: list[FragmentRecord]
+    fragments: Sequence[FragmentRecord]
     offsets: list[int]
     hooks: dict[str, HookInfo]
     chunk_rows: int

@@ -4,6 +4,7 @@ A :class:`ScanContext` is everything a task needs (picklable: Ray ships it once 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ class ScanContext:
     hook: str
     info: HookInfo
     chunk_rows: int
-    fragments: list[FragmentRecord]
+    fragments: Sequence[FragmentRecord]
     offsets: list[int]
     projection: Projection
     columns: list[str] = field(default_factory=list)

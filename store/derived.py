@@ -19,6 +19,8 @@ from collections.abc import Iterable
 
 import numpy as np
 import zarr
+import zarr.storage
+
 from actlake.schemas.fragment import DerivedRecord, FragmentRecord
 from actlake.schemas.hooks import HookInfo
 from actlake.store import layout
