@@ -177,6 +177,14 @@ class Report:
         self.plots: list[tuple[str, str]] = []
         self.t0 = time.perf_counter()
 
+    def lap(self, name: str) -> float:
+        """Record the seconds since the previous lap (or the start) as ``time_s.<name>``."""
+        now = time.perf_counter()
+        dt = now - getattr(self, "_last", self.t0)
+        self._last = now
+        self.figures.setdefault("time_s", {})[name] = round(dt, 1)
+        return dt
+
     def add(self, name: str, value: Any) -> Any:
         self.figures[name] = _jsonable(value)
         return value
@@ -243,3 +251,31 @@ def _fmt(v: Any) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in list(v.items())[:6]) + ("…}" if len(v) > 6 else "}")
     return str(v)
+
+
+def train_tiny_lm(model_dir: Path, corpus: Path, steps: int = 150, context_len: int = 64, batch: int = 16,
+                  seed: int = 0) -> Path:
+    """Briefly train a config-built causal LM on ``corpus`` (next-token CE, Adam 3e-3) so that its MLP
+    neurons and its loss mean something; overwrites the weights in ``model_dir``.  Done once (a
+    ``trained.txt`` marker records it)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (model_dir / "trained.txt").exists():
+        return model_dir
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = torch.tensor(tok("\n".join(p.read_text() for p in sorted(corpus.iterdir())))["input_ids"])
+    model = AutoModelForCausalLM.from_pretrained(model_dir).train()
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        start = torch.randint(0, len(ids) - context_len - 1, (batch,), generator=g)
+        x = torch.stack([ids[s:s + context_len] for s in start.tolist()])
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval().save_pretrained(model_dir)
+    (model_dir / "trained.txt").write_text(f"{steps} steps, final train loss {loss.item():.3f}\n")
+    return model_dir
