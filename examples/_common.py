@@ -279,3 +279,10 @@ def train_tiny_lm(model_dir: Path, corpus: Path, steps: int = 150, context_len: 
     model.eval().save_pretrained(model_dir)
     (model_dir / "trained.txt").write_text(f"{steps} steps, final train loss {loss.item():.3f}\n")
     return model_dir
+
+
+def folder_images(root: str | Path) -> list[Path]:
+    """An ImageFolder's images in actlake's order (sorted relative paths), so ``image_id`` i is item i."""
+    root = Path(root)
+    ext = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+    return sorted((p for p in root.rglob("*") if p.suffix.lower() in ext), key=lambda p: str(p.relative_to(root)))
