@@ -176,7 +176,8 @@ def feature_page(ds, hook: str, enc: dict, chosen: list[int], out: Path) -> dict
     return {"topk": top, "intervals": ivs}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option with its default in --help)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True)
@@ -194,7 +195,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--ultralow", type=float, default=1e-5, help="density below which a live latent is ultra-low")
     p.add_argument("--eval-rows", type=int, default=4096)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     out = Path(a.out)
     rep = C.Report(out, "monosemanticity: SAEs on MLP neurons")
     torch.set_num_threads(2)

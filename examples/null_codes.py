@@ -138,7 +138,8 @@ def analyse_model(name: str, uri: str, rep: C.Report, max_rows: int, n_maps: int
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option with its default in --help)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (stores, figures, summary.json, index.html)")
@@ -151,7 +152,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--max-rows", type=int, default=2_000_000, help="rows read per layer for token-level steps")
     p.add_argument("--maps", type=int, default=None, help="images with maps (default: all; --quick 6)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     out = Path(a.out)
     rep = C.Report(out, "null codes")
     images = a.images or str(C.image_folder(out, 24))

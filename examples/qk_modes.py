@@ -49,7 +49,8 @@ def qk_svd(w_q: np.ndarray, w_k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     return u[:, :, :r], s[:, :r], vt[:, :r, :]
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option with its default in --help)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True)
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layer", type=int, default=2)
     p.add_argument("--modes", type=int, default=3, help="top singular vectors per head")
     p.add_argument("--top", type=int, default=8, help="images per mode")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     out = Path(a.out)
     rep = C.Report(out, "query-key modes")
     hook = f"blocks.{a.layer}.ln1.hook_normalized"

@@ -61,7 +61,8 @@ def spatial_map(ds, hook: str, image_id: int, vec: np.ndarray | None, unit: int 
     return m
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option with its default in --help)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True)
@@ -74,7 +75,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pcs", type=int, default=2, help="principal components as directions")
     p.add_argument("--random", type=int, default=1, help="random unit directions")
     p.add_argument("--top", type=int, default=4, help="images per side (top / bottom)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     out = Path(a.out)
     rep = C.Report(out, "maximally tense inputs")
     images = a.images or str(C.image_folder(out, 24))
