@@ -13,7 +13,7 @@ Steps:
    shuffled ``ds.batches``, dead latents resampled from ``ds.sample``.
 3. On held-out rows (``ds.sample``): L0, normalized MSE; loss recovered = (CE_zero − CE_sae) /
    (CE_zero − CE_clean) with the reconstruction spliced into the model's forward at the hook (every
-   position) on held-out text; per-latent density over the whole store with
+   position) on a stdlib file left out of the --quick corpus; per-latent density over the whole store with
    ``ds.query.stats(hook, encoder=...)``: dead (never fires) and ultra-low (< --ultralow) fractions,
    histogram on a log scale.
 4. Feature pages for a few latents: top-20 contexts (``ds.query.topk(hook, encoder=...)``) and 11
@@ -48,20 +48,20 @@ import actlake  # noqa: E402
 
 
 def train_sae(ds, hook: str, seed: int, steps: int, batch: int, expansion: int, l1: float, lr: float,
-              resample_every: int, log=print) -> tuple[SAE, float]:
+              resample_every: int, device: str = "cpu", log=print) -> tuple[SAE, float]:
     """A ReLU + L1 SAE (the dictionary of "Towards Monosemanticity"; ``SAE`` of examples/train_sae.py,
     loss = FVU + l1·‖f‖₁) on shuffled ``ds.batches`` (seed = stream seed = init seed); dead latents (no firing
     in the last ``resample_every`` steps) re-pointed at badly reconstructed ``ds.sample`` rows.
     Returns (sae, scale) where the SAE sees x / scale (E‖x/scale‖² = d)."""
     torch.manual_seed(seed)
     d = int(np.prod(ds.hooks[hook]["shape"]))
-    sae = SAE(d, expansion * d, "relu", 0)
+    sae = SAE(d, expansion * d, "relu", 0).to(device)
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
     scale, step, epoch = None, 0, 0
-    since = torch.zeros(expansion * d, dtype=torch.long)
+    since = torch.zeros(expansion * d, dtype=torch.long, device=device)
     while step < steps:
         for b in ds.batches(batch, hooks=[hook], shuffle=True, seed=seed, epoch=epoch):
-            x = _rows(b, hook, "cpu")
+            x = _rows(b, hook, device)
             if scale is None:
                 scale = float(x.pow(2).sum(1).mean().div(d).sqrt().clamp_min(1e-8))
                 with torch.no_grad():
@@ -78,14 +78,14 @@ def train_sae(ds, hook: str, seed: int, steps: int, batch: int, expansion: int, 
             since += 1
             since[(f > 0).any(0)] = 0
             if resample_every and step % resample_every == 0 and step < steps * 0.8:
-                side = _rows(ds.sample(min(8192, ds.num_rows), seed=seed * 100003 + step, hooks=[hook]), hook, "cpu")
+                side = _rows(ds.sample(min(8192, ds.num_rows), seed=seed * 100003 + step, hooks=[hook]), hook, device)
                 n = resample_dead(sae, opt, since >= resample_every, side, scale)
                 since[since >= resample_every] = 0
                 log(f"  sae{seed} step {step}: fvu {fvu.item():.3f}, resampled {n} dead latents")
             if step >= steps:
                 break
         epoch += 1
-    return sae.eval(), scale
+    return sae.cpu().eval(), scale
 
 
 def encoder_of(sae: SAE, scale: float) -> dict:
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--ultralow", type=float, default=1e-5, help="density below which a live latent is ultra-low")
     p.add_argument("--eval-rows", type=int, default=4096)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="SAE training device")
     return p
 
 
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     ds = actlake.open_dataset(uri)
     rep.add("rows", ds.num_rows)
     rep.add("neurons", int(np.prod(ds.hooks[hook]["shape"])))
-    saes = [train_sae(ds, hook, s, steps, batch, a.expansion, a.l1, a.lr, max(steps // 6, 1)) for s in (0, 1)]
+    saes = [train_sae(ds, hook, s, steps, batch, a.expansion, a.l1, a.lr, max(steps // 6, 1), a.device) for s in (0, 1)]
     rep.lap("train_saes")
     ev = ds.sample(min(a.eval_rows, ds.num_rows), seed=12345, hooks=[hook])
     x = _rows(ev, hook, "cpu")

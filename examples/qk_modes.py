@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
                 seen.append(int(img))
         top_images[f"h{j // r}m{j % r}"] = seen[: a.top]
     rep.add("top_images", top_images)
-    rep.add("top_value_per_mode", [float(top.filter(d_col == j).column("value").to_numpy()[0]) for j in range(len(dirs))])
+    rep.add("top_value_per_mode", [float(top.filter(d_col == j).column("value").to_numpy()[0])
+                                   for j in range(len(dirs))])
     if paths:
         from PIL import Image
 
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     by_type = ds.query.stats(hook, direction=dirs, by="token_type")
     rep.lap("stats_by_label")
     rep.add("mean_projection_by_label", {str(k): [round(float(x), 4) for x in v["mean"]] for k, v in by_label.items()})
-    rep.add("mean_projection_by_token_type", {str(k): [round(float(x), 4) for x in v["mean"]] for k, v in by_type.items()})
+    rep.add("mean_projection_by_token_type", {str(k): [round(float(x), 4) for x in v["mean"]]
+                                              for k, v in by_type.items()})
     if by_label:
         labels = sorted(by_label, key=str)
         mat = np.stack([by_label[k]["mean"] for k in labels])

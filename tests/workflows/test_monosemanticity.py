@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from wfutil import check_report, load
 
 import actlake
-
-from wfutil import check_report, load
 
 pytestmark = pytest.mark.slow
 HOOK = "transformer.h.1.mlp.c_proj:input"

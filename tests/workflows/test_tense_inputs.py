@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from wfutil import check_report, load
 
 import actlake
-
-from wfutil import check_report, load
 
 pytestmark = pytest.mark.slow
 HOOK = "encoder.stages.1.layers.2:pre"
