@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     rep.add("universality.best_match_median", float(np.median(bm[live])))
     rep.add("universality.random_baseline_median", float(np.median(bm_rand[live])))
     rep.add("universality.matrix_shape", list(m.shape))
-    np.save(out / "best_match.npy", bm)
+    np.savez(out / "best_match.npz", best=bm, random=bm_rand, live=live)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.hist(bm[live], bins=40, alpha=0.7, label="SAE 0 vs SAE 1")
     ax.hist(bm_rand[live], bins=40, alpha=0.7, label="SAE 0 vs random SAE")
