@@ -96,6 +96,12 @@ def test_every_documented_command_parses():
             assert set(argv[1:]) <= targets, (where, argv)
         elif argv[:2] == ["python", "examples/train_sae.py"]:
             ex.parse_args(argv[2:])
+        elif argv[0] == "python" and argv[1].startswith("examples/"):  # the workflow scripts (docs/workflows.md)
+            import importlib.util
+            spec = importlib.util.spec_from_file_location(f"doc_{Path(argv[1]).stem}", ROOT / argv[1])
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            mod.build_parser().parse_args(argv[2:])
         else:
             pytest.fail(f"{where}: a documented command this test does not know how to check: {argv}")
     assert {"actlake", "make", "python"} <= seen
