@@ -27,7 +27,7 @@ def _record(store, unit, attempt: str, rows: int = 5) -> FragmentRecord:
     digest = write_fragment(store, path, {"h": np.zeros((rows, 2), "float32")}, prov, {"h": info}, 4)
     return FragmentRecord(unit_id=unit.unit_id, unit_index=unit.index, path=path, num_rows=rows, num_items=1,
                           num_tokens=rows, source_range=(unit.context_base, unit.context_base + 1),
-                          checksums_sha256=digest, attempt=attempt)
+                          checksums_sha256=digest.digest, attempt=attempt)
 
 
 def test_leases_expire_release_and_refuse_late_commits(tmp_path, text_corpus):
