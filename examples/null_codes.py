@@ -16,7 +16,7 @@ Steps (for a ViT and a ConvNeXt; config-built tiny ones unless you point at real
    (of the standardized vectors) is the code; the code's correlation with each of them.
 4. Cosine of every token with the code, binned by kurtosis (``cos_vs_kurtosis.png``); token norm vs
    kurtosis (``norm_vs_kurtosis.png``).
-5. ``ds.query.pca(hook, 8, vectors=code)``: cosine of the code with PC1 per layer.
+5. ``ds.query.pca(hook, 8).cosine(code)``: cosine of the code with PC1 per layer.
 6. Maps (14×14 with the defaults) of kurtosis and cosine-with-code per image for the last layer
    (``maps/<model>_<image>.png``).
 
@@ -87,10 +87,10 @@ def analyse_model(name: str, uri: str, rep: C.Report, max_rows: int, n_maps: int
         agree.append(abs(float(st["mean"]) - float(kall.mean())) if n == ds.num_rows else None)
         s = sparsest_code(x, k, img)
         cos = C.cosine(x, s["code"])
-        pca = ds.query.pca(h, min(8, x.shape[1]), vectors=s["code"])
+        pca = ds.query.pca(h, min(8, x.shape[1]))
         kurts.append(k)
         coscode.append(cos)
-        pc1.append(float(abs(pca.cosines[0, 0])))
+        pc1.append(float(abs(pca.cosine(s["code"])[0])))
         m = len(s["rows"])
         mean_pair.append(float((s["pairwise"].sum() - m) / (m * (m - 1))))
         code_corr.append(float(s["code_corr"].mean()))
