@@ -116,7 +116,8 @@ def extract(
 
     ds = actlake.open_dataset(uri)
     out.print("\nStream it:", highlight=False)
-    out.print(snippet(uri, ds.num_rows, next(iter(ds.manifest.hooks), None)), highlight=False, markup=False)
+    out.print(snippet(uri, ds.num_rows, next(iter(ds.manifest.hooks), None)), highlight=False, markup=False,
+              soft_wrap=True)  # never wrap: the snippet must paste as printed
 
 
 def _disk_bytes(ds) -> tuple[dict[str, int], int]:

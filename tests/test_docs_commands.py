@@ -184,7 +184,8 @@ def test_printed_snippet_runs(tmp_path, tiny_gpt2, text_corpus):
     res = subprocess.run([sys.executable, "-m", "actlake.cli", "extract", "--model", str(tiny_gpt2), "--hooks",
                           "transformer.h.0,transformer.h.1.mlp", "--data", str(text_corpus), "--out", str(out),
                           "--max-tokens", "300", "--context-len", "16", "--no-progress"],
-                         env=ENV, capture_output=True, text=True, timeout=400)
+                         env={**ENV, "COLUMNS": "60"},  # a narrow terminal must not wrap the snippet
+                         capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "tokenizer" in res.stdout and "on disk" in res.stdout and "prepend bos" in res.stdout
     snippet = res.stdout.split("Stream it:", 1)[1]
