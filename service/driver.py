@@ -10,17 +10,15 @@ Killing the driver and submitting the same job again resumes from the commit log
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import hashlib
 import json
 import os
 import sys
 from typing import Callable
 
-from actlake.schemas.errors import ActlakeError, ModelError
+from actlake.schemas.errors import ActlakeError
 from actlake.schemas.job import JobSpec, load_job, parse_job
-from actlake.schemas.manifest import Manifest
-from actlake.store.fs import StoreFS, open_store
+from actlake.store.fs import open_store
 from actlake.store.manifest_io import write_manifest
 
 NAMESPACE = "actlake"
@@ -31,30 +29,6 @@ def coordinator_name(job: JobSpec) -> str:
     """Deterministic actor name of a job: the same spec (content fields + out) → the same name."""
     ident = json.dumps(job.identity(), sort_keys=True, default=str).encode()
     return "actlake-coord-" + hashlib.sha256(ident).hexdigest()[:16]
-
-
-def ensure_manifest(job: JobSpec, store: StoreFS, existing: Manifest | None, described: tuple) -> Manifest:
-    """The manifest of a new job, or the checked existing one of a resumed job.
-
-    Raises:
-        ModelError: the model's hooks or weights differ from those the dataset was started with."""
-    from actlake.service.runner import TEXT_PROVENANCE, VISION_PROVENANCE
-
-    infos, model_info, tok_info = described
-    if existing is not None:
-        if {k: v.model_dump() for k, v in infos.items()} != {k: v.model_dump() for k, v in existing.hooks.items()}:
-            raise ModelError(f"{job.out}: the model's hooks no longer match the stored dataset")
-        if existing.model.weights_sha256 and existing.model.weights_sha256 != model_info.weights_sha256:
-            raise ModelError(f"{job.out}: model weights differ from the ones the dataset was started with")
-        return existing
-    manifest = Manifest(
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(), model=model_info, tokenizer=tok_info,
-        hooks=infos, job=job, chunk_rows=job.chunk_rows, row_shuffle=job.shuffle_rows,
-        provenance_columns=VISION_PROVENANCE if job.is_vision else
-        TEXT_PROVENANCE + (["label"] if job.data.label_field else []),
-    )
-    write_manifest(store, manifest)
-    return manifest
 
 
 def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: dict | None = None,
@@ -77,7 +51,7 @@ def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: d
 
     from actlake.schemas.errors import ClusterError
     from actlake.service.preflight import preflight
-    from actlake.service.runner import _clear
+    from actlake.service.runner import _clear, ensure_manifest
     from actlake.service.supervisor import Supervisor
 
     from actlake.service.coordinator import check_plan

@@ -44,6 +44,33 @@ def _clear(store: StoreFS) -> None:
             store.fs.rm(store.path(rel), recursive=True)
 
 
+def ensure_manifest(job: JobSpec, store: StoreFS, existing: Manifest | None, described: tuple) -> Manifest:
+    """The manifest of a new job (written now), or the checked existing one of a resumed job.
+
+    ``described`` is the first worker's ``describe()`` result: (hook infos, model info, tokenizer info).
+    Used by the embedded runner and the cluster driver alike.
+
+    Raises:
+        StoreLocationError: the model's hooks or weights differ from those the dataset was started with."""
+    infos, model_info, tok_info = described
+    if existing is not None:
+        if {k: v.model_dump() for k, v in infos.items()} != {k: v.model_dump() for k, v in existing.hooks.items()}:
+            raise StoreLocationError(f"{job.out}: the model's hooks no longer match the stored dataset; "
+                                     "choose another --out or pass --overwrite")
+        if existing.model.weights_sha256 and existing.model.weights_sha256 != model_info.weights_sha256:
+            raise StoreLocationError(f"{job.out}: model weights differ from the ones the dataset was started with; "
+                                     "choose another --out or pass --overwrite")
+        return existing
+    manifest = Manifest(
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(), model=model_info, tokenizer=tok_info,
+        hooks=infos, job=job, chunk_rows=job.chunk_rows, row_shuffle=job.shuffle_rows,
+        provenance_columns=VISION_PROVENANCE if job.is_vision else
+        TEXT_PROVENANCE + (["label"] if job.data.label_field else []),
+    )
+    write_manifest(store, manifest)
+    return manifest
+
+
 def _plan_workers(job: JobSpec) -> tuple[int, dict[str, Any], int]:
     """(workers, Ray resources per worker, torch threads per CPU worker) for the connected cluster.
 
@@ -118,26 +145,11 @@ def _run(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | N
         ray.get([d for _, d in workers[1:]])
     except (RayTaskError, RayActorError) as e:
         raise _unwrap(e) from None
-    if existing is not None:
-        if {k: v.model_dump() for k, v in infos.items()} != {k: v.model_dump() for k, v in existing.hooks.items()}:
-            raise StoreLocationError(f"{job.out}: the model's hooks no longer match the stored dataset; "
-                                     "choose another --out or pass --overwrite")
-        if existing.model.weights_sha256 and existing.model.weights_sha256 != model_info.weights_sha256:
-            raise StoreLocationError(f"{job.out}: model weights differ from the ones the dataset was started with; "
-                                     "choose another --out or pass --overwrite")
-        manifest = existing
-    else:
-        if pre.replace:
-            if pre.committed:
-                console.print(f"[yellow]--overwrite[/]: deleting {pre.committed} committed fragment(s) at {job.out}")
-            _clear(store)
-        manifest = Manifest(
-            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(), model=model_info, tokenizer=tok_info,
-            hooks=infos, job=job, chunk_rows=job.chunk_rows, row_shuffle=job.shuffle_rows,
-            provenance_columns=VISION_PROVENANCE if job.is_vision else
-            TEXT_PROVENANCE + (["label"] if job.data.label_field else []),
-        )
-        write_manifest(store, manifest)
+    if existing is None and pre.replace:
+        if pre.committed:
+            console.print(f"[yellow]--overwrite[/]: deleting {pre.committed} committed fragment(s) at {job.out}")
+        _clear(store)
+    manifest = ensure_manifest(job, store, existing, (infos, model_info, tok_info))
     coord = ray.remote(Coordinator).options(num_cpus=0).remote(job, storage_options)
     running = {w.run.remote(coord): (i, w) for i, (w, _) in enumerate(workers)}
     restarts = 0

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actlake.schemas.errors import ActlakeError, HookError, JobSpecError
+from actlake.schemas.errors import HookError, JobSpecError
 from actlake.schemas.hooks import HookInfo
 from actlake.schemas.job import JobSpec
 from actlake.store.dtypes import TORCH, tensor_to_storage
@@ -13,7 +13,7 @@ from actlake.workers.hooks import Capture, ResolvedHook
 from actlake.workers.models import LoadedModel
 from actlake.workers.text import keep_mask
 from actlake.workers.token_sampling import sample_keep
-from actlake.workers.units import ImageUnit, TextUnit, row_permutation
+from actlake.workers.units import TextUnit, row_permutation
 
 
 class RowSink:

@@ -9,10 +9,13 @@ import sysconfig
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from actlake.schemas.errors import SourceError
 from actlake.schemas.sources import _IMAGE_EXT, SourceSpec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
