@@ -6,11 +6,17 @@ node's CPUs), pinned to it with a hard node-affinity strategy; so a node that jo
 at the next discovery.  A run ref that fails with ``RayActorError`` (worker process or node lost) →
 ``coordinator.release(worker)`` puts its leased units back in the queue; a slot on a live node is
 refilled at the next discovery.  A ``RayTaskError`` carrying an ActlakeError (bad input) ends the job
-with that error.  The job is done when the coordinator reports every unit committed."""
+with that error.  The job is done when the coordinator reports every unit committed.
+
+The coordinator is pinned (hard affinity) to the head node: a worker node may be killed at any time,
+the head's loss ends the cluster anyway.  A coordinator call that finds it temporarily unavailable
+(``ActorUnavailableError``: a slow or restarting connection) is retried for ``COORD_RETRY_S``; one
+whose actor died raises ``ClusterError`` (committed fragments are kept; resubmitting resumes)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from actlake.schemas.errors import ActlakeError, ClusterError
 from actlake.schemas.job import JobSpec
@@ -18,6 +24,7 @@ from actlake.schemas.job import JobSpec
 MAX_FAILURES = 20  # worker losses tolerated per job before giving up (resubmit to continue)
 NO_WORKER_TIMEOUT_S = 600.0  # fail when no worker can be placed for this long
 PROGRESS_EVERY_S = 5.0
+COORD_RETRY_S = 60.0  # how long a temporarily unavailable coordinator is waited for
 
 
 def _unwrap(e: BaseException) -> BaseException:
@@ -42,18 +49,42 @@ class Supervisor:
 
         from actlake.service.coordinator import Coordinator
 
-        here = ray.get_runtime_context().get_node_id()
         opts: dict[str, Any] = dict(name=name, namespace=namespace, get_if_exists=True, num_cpus=0,
-                                    scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True))
+                                    scheduling_strategy=NodeAffinitySchedulingStrategy(_head_node_id(),
+                                                                                       soft=False))
         if detached:
             opts["lifetime"] = "detached"
         self.coord = ray.remote(Coordinator).options(**opts).remote(self.job, self.storage_options, self.lease_s)
-        try:
-            requeued = ray.get(self.coord.release_all.remote())
-        except ray.exceptions.RayActorError as e:
-            raise _unwrap(getattr(e, "cause", None) or e) from None
-        self.log(f"coordinator {namespace}/{name}" + (f": re-attached, {requeued} lease(s) requeued" if requeued else ""))
+        requeued = self._call("release_all")
+        again = f": re-attached, {requeued} lease(s) requeued" if requeued else ""
+        self.log(f"coordinator {namespace}/{name}{again}")
         return self.coord
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """``ray.get(coordinator.method(*args))``, retrying while the actor is temporarily unavailable.
+
+        Raises:
+            ClusterError: the coordinator actor died (or stayed unreachable for ``COORD_RETRY_S``).
+            ActlakeError: the coordinator refused the call (bad job, damaged store)."""
+        import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        deadline = time.time() + COORD_RETRY_S
+        while True:
+            try:
+                return ray.get(getattr(self.coord, method).remote(*args))
+            except ActorUnavailableError:
+                if time.time() > deadline:
+                    raise ClusterError(f"the job's coordinator stayed unreachable for {COORD_RETRY_S:.0f}s; "
+                                       "committed fragments are kept, resubmit the job to resume") from None
+                time.sleep(1.0)
+            except RayActorError as e:
+                cause = _unwrap(getattr(e, "cause", None) or e)
+                if isinstance(cause, ActlakeError):
+                    raise cause from None
+                first = (str(cause).strip().splitlines() or ["no message"])[0][:200]
+                raise ClusterError(f"the job's coordinator died ({first}); committed fragments are kept, "
+                                   "resubmit the job to resume") from None
 
     # -- placement -------------------------------------------------------------------------------------
     def _slots(self) -> dict[str, tuple[str, int, dict[str, Any], int | None]]:
@@ -144,7 +175,7 @@ class Supervisor:
                     self.log(f"worker {wid} finished")
                 except RayActorError:
                     self.failures += 1
-                    requeued = ray.get(self.coord.release.remote(wid))
+                    requeued = self._call("release", wid)
                     self.log(f"worker {wid} lost; {requeued} unit(s) requeued")
                     if self.failures > MAX_FAILURES:
                         raise ClusterError(f"{self.failures} workers lost; committed fragments are kept, "
@@ -152,9 +183,9 @@ class Supervisor:
                 except RayTaskError as e:
                     raise _unwrap(e) from None
             if now - last_progress >= PROGRESS_EVERY_S:
-                self.log(format_status(ray.get(self.coord.status.remote())))
+                self.log(format_status(self._call("status")))
                 last_progress = now
-            if ray.get(self.coord.progress.remote())["exhausted"]:
+            if self._call("progress")["exhausted"]:
                 break  # every unit committed (workers still pending placement are stopped below)
             if not self.workers:
                 idle_since = idle_since or now
@@ -164,8 +195,8 @@ class Supervisor:
                 time.sleep(min(self.discover_s, 0.5))
             else:
                 idle_since = None
-        result = ray.get(self.coord.finish.remote())
-        self.log(format_status(ray.get(self.coord.status.remote())))
+        result = self._call("finish")
+        self.log(format_status(self._call("status")))
         return result
 
     def stop_workers(self) -> None:
@@ -174,6 +205,17 @@ class Supervisor:
         for actor, _, _ in self.workers.values():
             ray.kill(actor)
         self.workers.clear()
+
+
+def _head_node_id() -> str:
+    """The alive head node's id (Ray marks it with the ``node:__internal_head__`` resource); the driver's
+    own node when none is marked."""
+    import ray
+
+    for n in ray.nodes():
+        if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {}):
+            return n["NodeID"]
+    return ray.get_runtime_context().get_node_id()
 
 
 def format_status(s: dict) -> str:
