@@ -106,7 +106,7 @@ class SnapshotBuilder:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 class CommitLog:

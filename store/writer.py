@@ -39,7 +39,7 @@ class DatasetWriter:
         }
         self.chunk_rows = chunk_rows
         self.manifest = Manifest(
-            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(),
+            created_at=_dt.datetime.now(_dt.UTC).isoformat(),
             model=ModelInfo(id=model_id, architecture="none", config_sha256="", kind="text"),
             hooks=self.infos, job=None, chunk_rows=chunk_rows, row_shuffle=row_shuffle,
             provenance_columns=provenance_columns or ["row_id", "doc_id", "context_id", "context_pos", "token_id"],
