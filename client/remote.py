@@ -88,7 +88,12 @@ class RemoteDataset:
         self._client: flight.FlightClient | None = None
         self._pid = -1
         info = self._action(ACTION_INFO, {"dataset": self.name})
-        self.manifest: Manifest = Manifest.model_validate(info["manifest"])
+        try:
+            self.manifest: Manifest = Manifest.model_validate(info["manifest"])
+        except ValueError as e:  # pydantic.ValidationError: a server of another version, or a bug
+            first = str(e).strip().splitlines()
+            raise E.RemoteError(f"{uri}: the server sent a manifest this client cannot read "
+                                f"({'; '.join(first[:3])})") from None
         self._num_rows = int(info["num_rows"])
         self._hooks = {h: {**v, "shape": tuple(v["shape"])} for h, v in info["hooks"].items()}
         self.snapshot_version = info["snapshot_version"]

@@ -42,7 +42,12 @@ from actlake.store.dtypes import STORAGE
 if TYPE_CHECKING:
     from actlake.client.dataset import ActivationDataset
 
-SECRET_KEY = re.compile(r"secret|token|password|passwd|credential|access_key|key_id|session", re.I)
+# Key names that hold secrets in storage options and credential configs (s3fs, gcsfs, adlfs, boto),
+# matched whole and case-insensitively: a substring match ("token") also redacted manifest fields
+# such as `tokenizer`, `max_tokens`, `bos_token`, and the client could no longer parse the manifest.
+SECRET_KEY = re.compile(r"(aws_)?(secret|secret_key|secret_access_key|access_key|access_key_id|session_token)|key|"
+                        r"token|password|passwd|credentials?|client_secret|private_key|api_key|account_key|"
+                        r"sas_token|access_token|refresh_token|auth_token|bearer_token", re.I)
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ def rss_bytes() -> int:
 def redact(obj: Any) -> Any:
     """A copy of a JSON-like value with the values of secret-looking keys replaced by '***'."""
     if isinstance(obj, dict):
-        return {k: "***" if isinstance(k, str) and SECRET_KEY.search(k) and v is not None else redact(v)
+        return {k: "***" if isinstance(k, str) and SECRET_KEY.fullmatch(k) and v is not None else redact(v)
                 for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]
