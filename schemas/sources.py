@@ -60,7 +60,49 @@ class SourceSpec(BaseModel):
             return cls(type="hf-dataset", path=text)
         if os.path.isdir(text) and _looks_like_image_folder(text):
             return cls(type="images", path=text)
+        structured = _structured_type(text)
+        if structured is not None:
+            return cls(type=structured, path=text)
         return cls(type="text", path=text)
+
+
+_STRUCTURED_EXT = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+                   ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
+
+
+def _structured_type(path: str) -> SourceType | None:
+    """For a folder or glob given as ``--data``: the one structured format (jsonl, parquet, arrow) its
+    files are in, or None when none of them is structured (plain text files).
+
+    Raises:
+        ValueError: structured files mixed with files of another format (a `.jsonl` read as plain text
+            would feed the model JSON syntax; two formats need two sources)."""
+    import glob
+    import os
+
+    if any(c in path for c in "*?["):
+        files = [f for f in glob.glob(path, recursive=True) if os.path.isfile(f)]
+    elif os.path.isdir(path):
+        files = [os.path.join(r, f) for r, _dirs, fs in os.walk(path) for f in fs if not f.startswith(".")]
+    else:
+        return None
+
+    def kind(f: str) -> str:
+        low = f.lower()
+        return next((t for ext, t in _STRUCTURED_EXT.items() if low.endswith(ext)), "text")
+
+    kinds: dict[str, list[str]] = {}
+    for f in sorted(files):
+        kinds.setdefault(kind(f), []).append(f)
+    structured = sorted(k for k in kinds if k != "text")
+    if not structured:
+        return None
+    if len(kinds) > 1:
+        shown = ", ".join(f"{len(v)} {k} file(s) such as {os.path.basename(v[0])}" for k, v in sorted(kinds.items()))
+        raise ValueError(f"{path} mixes formats ({shown}); give one format per source, e.g. a glob such as "
+                         f"'{os.path.join(path, '*.jsonl')}', or {{type: text, path: ...}} to read every file as "
+                         "plain text")
+    return structured[0]  # type: ignore[return-value]
 
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
