@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from actlake.query.context import token_pieces
 from actlake.query.validate import parse_spec, projection_for
 from actlake.schemas.errors import QueryError
 
@@ -72,11 +73,16 @@ class _Values:
 
 
 def _windows(ds: Any, rows: np.ndarray, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per row: (global row ids of its context within ``width`` positions, token ids, is-center)."""
+    """Per row: (global row ids of its context within ``width`` positions, token ids, is-center).
+    Vision rows (no token ids): the row alone, its token id -1."""
     out: list = [None] * len(rows)
     frag, local = ds.snapshot.locate(rows)
     for f in np.unique(frag):
         prov = ds._provenance_of(int(f))
+        if "token_id" not in prov.column_names or "context_id" not in prov.column_names:
+            for i in np.flatnonzero(frag == f):
+                out[i] = (np.array([rows[i]], np.int64), np.array([-1]), np.array([True]))
+            continue
         ctx, pos = prov.column("context_id").to_numpy(), prov.column("context_pos").to_numpy()
         tok = prov.column("token_id").to_numpy()
         for i in np.flatnonzero(frag == f):
@@ -85,6 +91,21 @@ def _windows(ds: Any, rows: np.ndarray, width: int) -> list[tuple[np.ndarray, np
             sel = sel[np.argsort(pos[sel], kind="stable")]
             out[i] = (sel + int(ds.snapshot.offsets[f]), tok[sel], sel == r)
     return out
+
+
+def _pieces(ds: Any, q: Any, win: tuple[np.ndarray, np.ndarray, np.ndarray], lookup: dict[int, float]
+            ) -> list[tuple[str, float, bool]]:
+    """(text, value, is-center) per displayed piece of one window: tokens that only decode together
+    (one character split over byte-level BPE tokens) form one piece with the largest value; a vision
+    row is one piece labelled ``image I patch (r, c)``."""
+    rows, toks, center = win
+    if len(toks) == 1 and toks[0] == -1:
+        return [(q.contexts(rows, width=0)[0], lookup[int(rows[0])], True)]
+    decode = q._decoder()
+    if decode is None:
+        return [(f"[{int(t)}]", lookup[int(r)], bool(c)) for r, t, c in zip(rows, toks, center, strict=True)]
+    return [(text, max(lookup[int(r)] for r in rows[a:b]), bool(center[a:b].any()))
+            for a, b, text in token_pieces([int(t) for t in toks], decode)]
 
 
 def collect(ds: Any, hook: str, units: list[int], encoder: dict | None = None, k: int = 20, context: int = 8,
@@ -114,7 +135,6 @@ def collect(ds: Any, hook: str, units: list[int], encoder: dict | None = None, k
     top = q.topk(hook, k=k, context=-1, **sel)
     corr = q.correlate(hook, hook, **({"encoder_a": sel["encoder"]} if encoder is not None else {"units_a": units}))
     values = _Values(ds, hook, None if encoder is not None else units, sel.get("encoder"))
-    decode = q._decoder() or (lambda ids: f"[{int(ids[0])}]")
     label = top.column_names[0]
     feats = []
     for i, u in enumerate(units):
@@ -125,7 +145,7 @@ def collect(ds: Any, hook: str, units: list[int], encoder: dict | None = None, k
         allrows = np.unique(np.concatenate([w[0] for w in wins])) if wins else np.empty(0, np.int64)
         vals = values.of(allrows)[:, i] if len(allrows) else np.empty(0, np.float32)
         lookup = dict(zip(allrows.tolist(), vals.tolist()))
-        toks = [[(decode([int(tk)]), lookup[int(r)], bool(c)) for r, tk, c in zip(*w)] for w in wins]
+        toks = [_pieces(ds, q, w, lookup) for w in wins]
         nt = t.num_rows
         feats.append(Feature(
             id=int(u),

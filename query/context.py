@@ -1,7 +1,8 @@
 """The ``context`` column: a readable window around each result row (pure: tables in, strings out).
 
-Text: the tokens of the row's model context within ``width`` positions of it, decoded one by one
-and joined, the activating token between « and ».  Vision: ``image 12 patch (3, 7)`` (or the token
+Text: the tokens of the row's model context within ``width`` positions of it, decoded together
+(so byte-level BPE pieces of one character merge into it), the piece holding the activating token
+between « and ».  Vision: ``image 12 patch (3, 7)`` (or the token
 type for CLS / register tokens)."""
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ def ids_decoder(ids: Sequence[int]) -> str:
     return " ".join(f"[{int(i)}]" for i in ids)
 
 
+def token_pieces(ids: Sequence[int], decode: Decode) -> list[tuple[int, int, str]]:
+    """Split a decoded token window into pieces that each decode to whole characters.
+
+    With byte-level BPE (GPT-2, Llama 3, SmolLM2) one character may span several tokens, and a token
+    decoded alone gives U+FFFD.  Tokens are decoded cumulatively; a token whose prefix decodes to an
+    unfinished character (trailing U+FFFD) joins the next one.
+
+    Args:
+        ids: token ids ``[n]`` in context order.
+        decode: ids → text (a tokenizer's ``decode``).
+    Returns: ``[(start, end, text)]``: tokens ``ids[start:end]`` render as ``text``; the pieces
+        cover 0..n in order and their texts concatenate to ``decode(ids)`` (up to the tokenizer's
+        own clean-up of spaces)."""
+    out: list[tuple[int, int, str]] = []
+    prev, start, n = "", 0, len(ids)
+    for i in range(n):
+        text = decode(list(ids[:i + 1]))
+        if text.endswith("\ufffd") and i < n - 1:
+            continue  # an unfinished character: take the next token with it
+        piece = text[len(prev):] if text.startswith(prev) else decode(list(ids[start:i + 1]))
+        out.append((start, i + 1, piece))
+        prev, start = text, i + 1
+    return out
+
+
 def text_windows(prov: pa.Table, rows: np.ndarray, width: int, decode: Decode | None) -> list[str]:
     """Context strings for local ``rows`` of one fragment.
 
@@ -25,7 +51,7 @@ def text_windows(prov: pa.Table, rows: np.ndarray, width: int, decode: Decode | 
         prov: the fragment's provenance (needs ``context_id``, ``context_pos``, ``token_id``).
         rows: int ``[m]`` local row indices into ``prov``.
         width: tokens shown on each side of the row's token.
-        decode: ids → text for one token (None: ``[id]`` per token, space-separated).
+        decode: ids → text (None: ``[id]`` per token, space-separated).
     Returns: m strings."""
     ctx = prov.column("context_id").to_numpy()
     pos = prov.column("context_pos").to_numpy()
@@ -41,11 +67,20 @@ def text_windows(prov: pa.Table, rows: np.ndarray, width: int, decode: Decode | 
         hi = np.searchsorted(ctx_s, c, "right")
         a = lo + np.searchsorted(pos_s[lo:hi], p - width, "left")
         b = lo + np.searchsorted(pos_s[lo:hi], p + width, "right")
+        toks, poss = tok_s[a:b].tolist(), pos_s[a:b].tolist()
+        if decode is None:
+            out.append(sep.join(f"«{dec([t])}»" if q == p else dec([t]) for t, q in zip(toks, poss, strict=True)))
+            continue
         pieces = []
-        for t, q in zip(tok_s[a:b].tolist(), pos_s[a:b].tolist()):
-            s = dec([t])
-            pieces.append(f"«{s}»" if q == p else s)
-        out.append(sep.join(pieces))
+        for i0, i1, text in token_pieces(toks, decode):
+            if p in poss[i0:i1]:
+                # bytes of a character cut by the window's left edge decode to U+FFFD: not shown
+                text = text.strip("\ufffd") or text
+                pieces.append(f"«{text}»")
+            else:
+                pieces.append(text)
+        # a window edge that cuts a character leaves U+FFFD outside the marked piece: drop it
+        out.append("".join(pieces).strip("\ufffd"))
     return out
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +104,15 @@ class JobSpec(BaseModel):
     def identity(self) -> dict[str, Any]:
         """The fields that define the dataset's content (compared when resuming into an URI)."""
         return self.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
+
+    def with_absolute_out(self) -> JobSpec:
+        """This job with a local relative ``out`` made absolute against this process's working
+        directory (URLs such as ``s3://`` unchanged).  Drivers call it before shipping the job to Ray
+        actors, whose working directory is the cluster's, not the shell's; ``out`` is not part of
+        the job's identity, so resuming is unaffected."""
+        if "://" in self.out or os.path.isabs(self.out):
+            return self
+        return self.model_copy(update={"out": os.path.abspath(self.out)})
 
     @property
     def is_vision(self) -> bool:
