@@ -45,8 +45,14 @@ lint: install $(PYRIGHT_PATHS)
 	$(BIN)/ruff check schemas store client
 	$(BIN)/pyright schemas store client
 
+# Two pytest-xdist workers; tests/conftest.py makes each test module one unit of work (the Ray-cluster
+# modules one unit together) and hands out modules with slow tests first.  `make test PYTEST_WORKERS=0`
+# runs the suite in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope)
+
 test: lint
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra $(PYTEST_XDIST)
 
 # Peers (SAELens, MosaicML streaming) live in .venv-bench (their pins conflict with .venv); if they
 # cannot be installed the benchmark still runs and reports them unavailable.

@@ -92,3 +92,37 @@ def tiny_vit(tmp_path_factory) -> Path:
     ViTModel(cfg).eval().save_pretrained(d)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
     return d
+
+
+
+# ---- pytest-xdist (`make test` runs `pytest -n 2 --dist loadscope`) ----------------------------------------
+# Modules that start real multi-process Ray clusters on 127.0.0.3+ (Jobs API head, cluster_utils nodes, a
+# user's `ray start`): they run on one worker, one after another, never two clusters of theirs at once.
+RAY_CLUSTER_MODULES = {"tests/service/test_submit.py", "tests/service/test_elastic.py", "tests/test_embedded_ray.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope``: one test module is one unit of work (its module-scoped fixtures are built once,
+    on one worker), and RAY_CLUSTER_MODULES are one unit together; units are handed out in collection order
+    (modules with ``slow`` tests first, see below) as workers become free."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray-clusters" if module in RAY_CLUSTER_MODULES else module
+
+    config.option.loadscopereorder = False  # keep the order below, not "most tests first"
+    return ModuleScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker: modules holding ``slow`` tests (and the Ray-cluster modules) first, so the long
+    units overlap instead of one of them running alone at the end.  Stable: each module stays contiguous.
+    A plain (serial) run keeps pytest's collection order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    first = {it.nodeid.split("::", 1)[0] for it in items if it.get_closest_marker("slow")} | RAY_CLUSTER_MODULES
+    items.sort(key=lambda it: it.nodeid.split("::", 1)[0] not in first)

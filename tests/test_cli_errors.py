@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 from stores import make_store
-from test_bad_input import assert_one_error, extract_args, run
+from test_bad_input import assert_one_error, extract_args, extract_help, run
 
 import actlake
 from actlake.schemas.errors import JobSpecError, ModelError, StoreDamagedError, StoreLocationError
@@ -139,11 +139,20 @@ def test_garbled_commit_log_is_store_damaged(tmp_path, damage):
 
 
 # ---- B15: a failed run does not block its fix; --overwrite ------------------------------------------------
-def test_location_of_a_job_without_commits_is_reusable(ray_local, tmp_path, tiny_gpt2, text_corpus):
+@pytest.fixture(scope="module")
+def committed_ctx32(ray_local, tiny_gpt2, text_corpus, tmp_path_factory):
+    """A complete job (context_len 32), extracted once for the module; tests change copies of it (a copy is
+    the same job: the location is not part of a job's identity, B16 below)."""
+    out = tmp_path_factory.mktemp("ctx32") / "o"
+    actlake.extract(job(tiny_gpt2, text_corpus, out, context_len=32))
+    return out
+
+
+def test_location_of_a_job_without_commits_is_reusable(ray_local, tmp_path, tiny_gpt2, text_corpus, committed_ctx32):
     """A first attempt that failed before its first commit (manifest written, no commit) leaves its location
     reusable: the corrected command runs there and writes the corrected spec."""
     out = tmp_path / "o"
-    actlake.extract(job(tiny_gpt2, text_corpus, out, context_len=32))
+    shutil.copytree(committed_ctx32, out)  # the context_len=32 job, extracted here
     shutil.rmtree(out / "_commits")  # the state a failed attempt leaves: a manifest, no commit
     shutil.rmtree(out / "fragments")
     m = json.loads((out / "actlake.json").read_text())
@@ -155,9 +164,9 @@ def test_location_of_a_job_without_commits_is_reusable(ray_local, tmp_path, tiny
     assert int(ds.provenance(list(range(ds.num_rows))).column("context_pos").to_numpy().max()) == 15
 
 
-def test_committed_location_needs_overwrite(ray_local, tmp_path, tiny_gpt2, text_corpus):
+def test_committed_location_needs_overwrite(ray_local, tmp_path, tiny_gpt2, text_corpus, committed_ctx32):
     out = tmp_path / "o"
-    actlake.extract(job(tiny_gpt2, text_corpus, out, context_len=32))
+    shutil.copytree(committed_ctx32, out)  # the context_len=32 job, extracted here
     commits = sorted(p.name for p in (out / "_commits").iterdir())
     res = run(*extract_args(tiny_gpt2, text_corpus, out))  # context_len 16
     assert_one_error(res, "--overwrite", "context_len")
@@ -261,7 +270,7 @@ def test_help_shows_every_default_from_the_job_spec():
             if isinstance(p, click.Option) and p.name != "help":
                 record = p.get_help_record(ctx)
                 assert record and "default:" in record[1], (name, p.name, record)
-    help_text = run("extract", "--help").stdout
+    help_text = extract_help().stdout
     for field in ("context_len", "batch_size", "fragment_tokens", "chunk_rows"):
         assert f"[default: ({JobSpec.model_fields[field].default})]" in help_text, field
     assert "rows per fragment" not in help_text

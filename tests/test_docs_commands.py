@@ -201,15 +201,23 @@ def test_printed_snippet_runs(tmp_path, tiny_gpt2, text_corpus):
 
 
 def test_snippet_for_every_store_size(tmp_path):
-    """The snippet reads a batch from stores smaller and larger than its default batch."""
+    """The snippet reads a batch from stores smaller and larger than its default batch.  The four snippets run
+    in one fresh interpreter (one torch import), each as printed in a namespace of its own."""
     from actlake.cli import snippet
 
-    for rows in (1, 37, 4096, 5000):
-        uri = write_demo_like_store(str(tmp_path / f"s{rows}"), {"h": 4}, rows=rows)
-        res = subprocess.run([sys.executable, "-c", snippet(uri, rows, "h")], env=ENV, capture_output=True,
-                             text=True, timeout=300)
-        assert res.returncode == 0, res.stderr[-2000:]
-        assert f"({min(rows, 4096) if rows in (1, 4096, 5000) else 32}, 4)" in res.stdout
+    sizes = (1, 37, 4096, 5000)
+    codes = [snippet(write_demo_like_store(str(tmp_path / f"s{rows}"), {"h": 4}, rows=rows), rows, "h")
+             for rows in sizes]
+    each = ("import sys\n"
+            "for code in sys.argv[1:]:\n"
+            "    exec(compile(code, '<snippet>', 'exec'), {'__name__': '__main__'})\n"
+            "    print('-- end of snippet --', flush=True)\n")
+    res = subprocess.run([sys.executable, "-c", each, *codes], env=ENV, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    outs = res.stdout.split("-- end of snippet --\n")
+    assert len(outs) == len(sizes) + 1 and outs[-1] == "", res.stdout
+    for rows, out in zip(sizes, outs[:-1], strict=True):
+        assert f"({min(rows, 4096) if rows in (1, 4096, 5000) else 32}, 4)" in out, (rows, out)
 
 
 def test_runtime_flags_keep_the_demo(tmp_path):
