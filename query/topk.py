@@ -81,7 +81,8 @@ class TopK:
         if n > self.k:
             idx = select_block(key, self.k)
             return {"key": np.take_along_axis(key, idx, axis=0), "rid": rid[idx]}
-        return {"key": key, "rid": np.broadcast_to(rid[:, None], key.shape)}
+        # a copy: block arrays may be views of a read buffer that the next chunk overwrites
+        return {"key": np.array(key), "rid": np.broadcast_to(rid[:, None], key.shape).copy()}
 
     def _truncate(self, s: State) -> State:
         o = _order(s["key"], s["rid"], self.k)
