@@ -112,6 +112,38 @@ def row_kurtosis(x: np.ndarray) -> np.ndarray:
         return np.where(m2 > 0, m4 / (m2 * m2) - 3.0, np.nan)
 
 
+def slab_rows(width: int, itemsize: int = 8) -> int:
+    """Rows of a ``width``-wide float64 slab of about 256 KiB: per-row work on such slabs stays in the
+    L2 cache (measured fastest for d = 512 at 64-256 rows).  At least 16."""
+    return max(16, (256 << 10) // max(1, width * itemsize))
+
+
+def row_norms_kurtosis(x: np.ndarray) -> np.ndarray:
+    """L2 norm and excess kurtosis of every row, float64 throughout (as :func:`row_norms` and
+    :func:`row_kurtosis`), over cache-sized slabs: per slab one float64 copy, the row means, the
+    centred rows squared in place, two row reductions; ``norm² = Σ r² + d · mean²``.
+
+    Args: x float ``[n, d]``.  Returns: float64 ``[n, 2]`` (norm, kurtosis; NaN kurtosis for
+    constant rows)."""
+    n, d = x.shape
+    out = np.empty((n, 2))
+    rows = slab_rows(d)
+    buf = np.empty((min(rows, n), d))
+    for r0 in range(0, n, rows):
+        xs = x[r0:r0 + rows]
+        r = buf[: len(xs)]
+        np.copyto(r, xs)
+        mean = np.add.reduce(r, axis=1) / d
+        np.subtract(r, mean[:, None], out=r)
+        s2 = np.einsum("ij,ij->i", r, r)
+        np.multiply(r, r, out=r)
+        s4 = np.einsum("ij,ij->i", r, r)
+        out[r0:r0 + len(xs), 0] = np.sqrt(s2 + d * mean * mean)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[r0:r0 + len(xs), 1] = np.where(s2 > 0, d * s4 / (s2 * s2) - 3.0, np.nan)
+    return out
+
+
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser (Steele, Lea & Flood 2014): a fixed pseudo-random uint64 per input.
 
