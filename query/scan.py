@@ -90,6 +90,9 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
     bufs = {h: _buffer(h, (ctx.chunk_rows, *i.shape), STORAGE[i.dtype]) if i.codec == "none" else None
             for h, i in hooks.items()}
 
+    p = ctx.projection  # matmul kinds write their values into a reused buffer too
+    pout = _buffer("\0values", (ctx.chunk_rows, p.num_values), np.dtype(np.float32)) if p.flops_per_row else None
+
     def read(reader: FragmentReader, hook: str, c: int) -> np.ndarray:
         buf = bufs[hook]
         if buf is None:
@@ -116,7 +119,7 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
             if ctx.hook_b is not None and ctx.projection_b is not None:
                 vb = ctx.projection_b(read(reader, ctx.hook_b, c))
             o = lo - c0 * ctx.chunk_rows
-            block = Block(ctx.projection(x), rid, x if ctx.need_x else None,
+            block = Block(ctx.projection(x, pout), rid, x if ctx.need_x else None,
                           {k: v[o:o + x.shape[0]] for k, v in cols.items()}, vb)
             state = agg.update(state, block)
     return state

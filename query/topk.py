@@ -99,12 +99,13 @@ class TopK:
         full = len(state["key"]) >= k
         if self.dedup or not n or (len(state["rid"]) and rid[0] <= state["rid"].max()) or not (full or n >= k):
             return self.merge(state, self._block_state(block))
-        key = _clean(block.values if self.largest else -block.values)
-        if full:
+        key = block.values if self.largest else -block.values
+        if full:  # NaN (ranked as -inf) never beats a full state: NaN > t is False, no cleaning pass
             flat = np.flatnonzero(key > state["key"][k - 1])  # flatnonzero: ~6x faster than nonzero
             if not len(flat):
                 return state
         else:
+            key = _clean(key)
             m = n // k
             thr = key[: k * m].reshape(k, m, c).max(axis=1).min(axis=0)
             flat = np.flatnonzero(key >= thr)

@@ -70,25 +70,29 @@ class Projection:
         """Multiply-adds × 2 of the projection (0 for unit selections)."""
         return 0 if self.kind in ("identity", "units") else 2 * self.width * self.num_values
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Args: x float32 ``[n, d]``.  Returns: float32 ``[n, C]``."""
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Args: x float32 ``[n, d]``; out: optional float32 ``[≥n, C]`` buffer the matmul kinds
+        write into (the result is then a view of it).  Returns: float32 ``[n, C]``."""
         if self.kind == "identity":
             return x
         if self.kind == "units":
             return x[:, self.units]
         assert self.matrix is not None
+        if out is not None:
+            out = out[: x.shape[0]]
         if self.kind == "directions":
-            return x @ self.matrix
-        pre = (x - self.b_dec if self.b_dec is not None else x) @ self.matrix
+            return np.matmul(x, self.matrix, out=out)
+        pre = np.matmul(x - self.b_dec if self.b_dec is not None else x, self.matrix, out=out)
         if self.b_enc is not None:
             pre += self.b_enc
         if self.activation == "relu":
             return np.maximum(pre, 0, out=pre)
         k = int(self.topk or 1)
         keep = np.argpartition(pre, pre.shape[1] - k, axis=1)[:, pre.shape[1] - k:]
-        out = np.zeros_like(pre)
-        np.put_along_axis(out, keep, np.maximum(np.take_along_axis(pre, keep, axis=1), 0), axis=1)
-        return out
+        top = np.maximum(np.take_along_axis(pre, keep, axis=1), 0)
+        pre[...] = 0
+        np.put_along_axis(pre, keep, top, axis=1)
+        return pre
 
 
 def row_norms(x: np.ndarray) -> np.ndarray:
