@@ -137,9 +137,8 @@ def one(mode: str, path: Path, arg: int) -> None:
             ensure_ray(num_cpus=4)
             ex = RayExecutor("local", max_in_flight=arg)
             from actlake.client.query import QueryEngine
-            from actlake.query.topk import TopK
-
             from actlake.query.aggregates import Combined, Density, Moments
+            from actlake.query.topk import TopK
 
             eng = QueryEngine(ds)  # a CPU-bound query (moments of every unit), so parallelism can show
             spec, ctx, plan = eng._prepare(kind="stats", hook=HOOK, rows=False, tasks=8)
@@ -227,8 +226,8 @@ def main() -> None:
     plan = [("large", m, 0) for m in ("raw", "raw_crc", "topk1", "stats", "stats_norows", "memmap_topk",
                                        "memmap_stats")]
     plan += [("large", m, 0) for m in ("duckdb_topk", "duckdb_stats") if have_duck]
-    plan += [("small", m, 0) for m in ("raw", "raw_crc", "topk1", "stats", "topk1024", "matmul", "memmap_topk", "memmap_stats",
-                                       "memmap_topk1024")]
+    plan += [("small", m, 0) for m in ("raw", "raw_crc", "topk1", "stats", "topk1024", "matmul", "memmap_topk",
+                                       "memmap_stats", "memmap_topk1024")]
     plan.insert(3, ("large", "topk1_scan", 0))
     plan += [("small", "ray", p) for p in (1, 2, 4)]
     if a.only:
@@ -255,8 +254,8 @@ def report(results: list[dict], load) -> None:
         return None
 
     print(f"\nload average at the end: {load[0]:.1f} (2 cores shared)\n")
-    print(f"{'store':6} {'measurement':18} {'s':>8} {'CPU s':>7} {'M rows/s':>9} {'MB/s':>8} {'vs raw':>7} {'CPU s/GB':>8} "
-          f"{'CPU vs raw':>10} {'GFLOP/s':>8} {'RSS MB':>7}")
+    print(f"{'store':6} {'measurement':18} {'s':>8} {'CPU s':>7} {'M rows/s':>9} {'MB/s':>8} {'vs raw':>7} "
+          f"{'CPU s/GB':>8} {'CPU vs raw':>10} {'GFLOP/s':>8} {'RSS MB':>7}")
     for r in results:
         if "error" in r:
             print(f"{r['store']:6} {r['mode']:18} error: {r['error']}")
@@ -271,8 +270,8 @@ def report(results: list[dict], load) -> None:
         cpu = "" if ray else f"{r['cpu_seconds']:.2f}"
         cpu_gb = "" if ray else f"{r['cpu_seconds'] / (r['bytes'] / 1e9):.2f}"
         cpu_ratio = f"{raw['cpu_seconds'] / r['cpu_seconds']:.2f}×" if ok and not ray and r["cpu_seconds"] > 0 else ""
-        print(f"{r['store']:6} {name:18} {s:8.2f} {cpu:>7} {r['rows'] / s / 1e6:9.2f} {r['bytes'] / s / 1e6:8.0f} {ratio:>7} "
-              f"{cpu_gb:>8} {cpu_ratio:>10} {gf:>8} {r['peak_rss_mb']:7.0f}")
+        print(f"{r['store']:6} {name:18} {s:8.2f} {cpu:>7} {r['rows'] / s / 1e6:9.2f} {r['bytes'] / s / 1e6:8.0f} "
+              f"{ratio:>7} {cpu_gb:>8} {cpu_ratio:>10} {gf:>8} {r['peak_rss_mb']:7.0f}")
     for store in ("large", "small"):
         q, m = get(store, "topk1024"), get(store, "matmul")
         if q and m and "error" not in q and "error" not in m:

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from query_stores import text_store
 
 import actlake
 from actlake.query.aggregates import Block, Density, Moments
 from actlake.query.values import row_kurtosis, row_norms, row_norms_kurtosis, slab_rows
 from actlake.schemas.errors import StoreDamagedError
-
-from query_stores import text_store
 
 
 def _ref_moments(x: np.ndarray) -> dict[str, np.ndarray]:
