@@ -126,11 +126,16 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
 
 
 _local = threading.local()
+KEEP_BYTES = 256 << 20  # largest buffer a thread keeps between chunks and tasks
 
 
 def _buffer(hook: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """This thread's reusable read buffer for ``hook`` (one per hook and thread, replaced when the
-    shape or dtype changes), so a thread's pages are faulted in once per query, not per chunk."""
+    shape or dtype changes), so a thread's pages are faulted in once per query, not per chunk.
+    Buffers over ``KEEP_BYTES`` (e.g. the latents of a wide SAE) are not kept: a Ray worker lives on
+    after the query."""
+    if int(np.prod(shape)) * np.dtype(dtype).itemsize > KEEP_BYTES:
+        return np.empty(shape, dtype)
     bufs = getattr(_local, "bufs", None)
     if bufs is None:
         bufs = _local.bufs = {}
