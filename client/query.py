@@ -59,7 +59,8 @@ class QueryEngine:
         cols = check_columns(spec, self.ds.manifest.provenance_columns)
         snap = self.ds.snapshot
         ctx = ScanContext(self.ds.store, spec.hook, info, self.ds.chunk_rows, snap.fragments,
-                          snap.offsets.tolist(), proj, cols, need_x=spec.kind == "stats" and spec.rows)
+                          snap.offsets.tolist(), proj, cols, need_x=spec.kind == "stats" and spec.rows,
+                          verify=self.ds.verify_reads)
         plan = make_plan([f.num_rows for f in snap.fragments], self.ds.chunk_rows, info.row_bytes, spec.tasks)
         return spec, ctx, plan
 

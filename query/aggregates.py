@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from actlake.query.values import row_kurtosis, row_norms
+from actlake.query.values import row_norms_kurtosis, slab_rows
 
 State = dict[str, Any]
 
@@ -48,10 +48,35 @@ class Block:
                      {k: v[idx] for k, v in self.cols.items()}, None if self.values_b is None else self.values_b[idx])
 
 
+def _shifted_power_sums(v: np.ndarray, ref: np.ndarray, rows: int, minmax: bool = True):
+    """Column sums of ``(v - ref)**p`` for p = 1..4 (float64 ``[4, C]``) and, with ``minmax``, the
+    column min and max of ``v`` (its dtype; else None), over slabs of ``rows`` rows that fit in cache.
+    Each slab: one subtraction into a float64 buffer, its square into another, three reductions."""
+    n, c = v.shape
+    sums = np.zeros((4, c))
+    y = np.empty((min(rows, n), c))
+    y2 = np.empty_like(y)
+    lo = hi = None
+    for r0 in range(0, n, rows):
+        x = v[r0:r0 + rows]
+        m = len(x)
+        d, d2 = np.subtract(x, ref, out=y[:m]), y2[:m]
+        sums[0] += np.add.reduce(d, axis=0)
+        np.multiply(d, d, out=d2)
+        sums[1] += np.add.reduce(d2, axis=0)
+        sums[2] += np.einsum("ij,ij->j", d2, d)
+        sums[3] += np.einsum("ij,ij->j", d2, d2)
+        if minmax:
+            a, b = np.minimum.reduce(x, axis=0), np.maximum.reduce(x, axis=0)
+            lo = a if lo is None else np.minimum(lo, a)
+            hi = b if hi is None else np.maximum(hi, b)
+    return sums, lo, hi
+
+
 class Moments:
     """Count, mean, central moments M2..M4, min and max per column, in float64.
 
-    Each block's moments are computed about the block's own mean and merged with the pairwise
+    Each block's moments are computed about (nearly) the block's own mean and merged with the pairwise
     update of Chan, Golub & LeVeque (1979) extended to 3rd and 4th order by Pébay (2008), "Formulas
     for robust, one-pass parallel computation of covariances and arbitrary-order statistical
     moments", Sandia SAND2008-6212, eq. (3.1): no sum of raw powers is ever formed, so data with
@@ -70,16 +95,31 @@ class Moments:
                 "min": np.full(self.width, np.inf), "max": np.full(self.width, -np.inf)}
 
     def of(self, v: np.ndarray) -> State:
-        """State of one array ``[n, C]`` (any float dtype) computed directly about its mean."""
+        """State of one array ``[n, C]`` (any float dtype), float64 throughout.
+
+        Power sums of ``v - ref`` are taken in float64 over cache-sized slabs of rows, ``ref`` being
+        the mean of the first slab; they are turned into central moments once per array.  The shift
+        keeps this exact in float64 for data with large means: should ``ref`` lie more than one
+        standard deviation from the array's mean in some column, the sums are taken again about that
+        mean (the classical two-pass algorithm)."""
         n = v.shape[0]
         if n == 0:
             return self.zero()
-        mean = v.sum(axis=0, dtype=np.float64) / n
-        r = v - mean  # float64
-        r2 = r * r
-        return {"n": n, "mean": mean, "m2": r2.sum(axis=0), "m3": np.einsum("ij,ij->j", r2, r),
-                "m4": np.einsum("ij,ij->j", r2, r2), "min": v.min(axis=0).astype(np.float64),
-                "max": v.max(axis=0).astype(np.float64)}
+        rows = slab_rows(v.shape[1])
+        ref = v[:rows].mean(axis=0, dtype=np.float64)
+        sums, lo, hi = _shifted_power_sums(v, ref, rows)
+        mu = sums[0] / n
+        m2 = sums[1] - n * mu * mu
+        if np.any(mu * mu * n > m2):  # ref far from the mean (trend, outliers in the first rows)
+            ref = ref + mu
+            sums, _, _ = _shifted_power_sums(v, ref, rows, minmax=False)
+            mu = sums[0] / n
+            m2 = sums[1] - n * mu * mu
+        s1, s2, s3, s4 = sums
+        m3 = s3 - 3.0 * mu * s2 + 2.0 * n * mu ** 3
+        m4 = s4 - 4.0 * mu * s3 + 6.0 * mu * mu * s2 - 3.0 * n * mu ** 4
+        return {"n": n, "mean": ref + mu, "m2": np.maximum(m2, 0.0), "m3": m3, "m4": np.maximum(m4, 0.0),
+                "min": lo.astype(np.float64), "max": hi.astype(np.float64)}
 
     def update(self, state: State, block: Block) -> State:
         return self.merge(state, self.of(block.values))
@@ -124,8 +164,14 @@ class Density:
         return {"n": 0, "above": np.zeros(self.width, dtype=np.int64)}
 
     def update(self, state: State, block: Block) -> State:
-        return self.merge(state, {"n": block.values.shape[0],
-                                  "above": np.count_nonzero(block.values > self.threshold, axis=0).astype(np.int64)})
+        v = block.values
+        above = np.zeros(self.width, np.int64)
+        rows = slab_rows(self.width)
+        gt = np.empty((min(rows, len(v)), self.width), np.bool_)
+        for r0 in range(0, len(v), rows):  # cache-sized slabs; counts summed as uint8 → int32 per slab
+            g = np.greater(v[r0:r0 + rows], self.threshold, out=gt[: len(v[r0:r0 + rows])])
+            above += np.add.reduce(g.view(np.uint8), axis=0, dtype=np.int32)
+        return self.merge(state, {"n": v.shape[0], "above": above})
 
     def merge(self, a: State, b: State) -> State:
         return {"n": a["n"] + b["n"], "above": a["above"] + b["above"]}
@@ -186,7 +232,7 @@ class RowSummary:
 
     def update(self, state: State, block: Block) -> State:
         assert block.x is not None, "RowSummary needs the full rows"
-        return self._m.merge(state, self._m.of(np.stack([row_norms(block.x), row_kurtosis(block.x)], axis=1)))
+        return self._m.merge(state, self._m.of(row_norms_kurtosis(block.x)))
 
     def merge(self, a: State, b: State) -> State:
         return self._m.merge(a, b)

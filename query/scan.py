@@ -3,6 +3,7 @@
 A :class:`ScanContext` is everything a task needs (picklable: Ray ships it once per query)."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ class ScanContext:
         need_x: whether blocks must carry the full rows (per-row summaries).
         hook_b, info_b, projection_b: a second, row-aligned hook whose projected rows become
             ``block.values_b`` (correlations across hooks), or None.
+        verify: check every chunk read against its fragment's CRC-32C (the dataset's ``verify_reads``).
     """
 
     store: StoreFS
@@ -48,6 +50,20 @@ class ScanContext:
     hook_b: str | None = None
     info_b: HookInfo | None = None
     projection_b: Projection | None = None
+    verify: bool = True
+    _readers: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_readers": {}}  # readers hold locks; each process opens its own
+
+    def reader(self, f: int, hooks: dict[str, HookInfo]) -> FragmentReader:
+        """The fragment's reader, shared by the tasks of this query in one process (its checksum
+        file is read and checked once, not once per task)."""
+        r = self._readers.get(f)
+        if r is None:
+            r = self._readers.setdefault(f, FragmentReader(self.store, self.fragments[f], hooks, self.chunk_rows,
+                                                           verify=self.verify))
+        return r
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -69,10 +85,13 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
     hooks = {ctx.hook: ctx.info}
     if ctx.hook_b is not None and ctx.info_b is not None:
         hooks[ctx.hook_b] = ctx.info_b
-    # uncompressed chunks are read into one reused buffer (no allocation or page faults per chunk);
-    # aggregates never keep references to a block's arrays
-    bufs = {h: np.empty((ctx.chunk_rows, *i.shape), STORAGE[i.dtype]) if i.codec == "none" else None
+    # uncompressed chunks are read into one reused buffer per thread and hook (no allocation or page
+    # faults per chunk or task); aggregates never keep references to a block's arrays
+    bufs = {h: _buffer(h, (ctx.chunk_rows, *i.shape), STORAGE[i.dtype]) if i.codec == "none" else None
             for h, i in hooks.items()}
+
+    p = ctx.projection  # matmul kinds write their values into a reused buffer too
+    pout = _buffer("\0values", (ctx.chunk_rows, p.num_values), np.dtype(np.float32)) if p.flops_per_row else None
 
     def read(reader: FragmentReader, hook: str, c: int) -> np.ndarray:
         buf = bufs[hook]
@@ -86,11 +105,11 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
         return x.reshape(x.shape[0], -1)
 
     for f, c0, c1 in item.segments:
-        rec = ctx.fragments[f]
-        reader = FragmentReader(ctx.store, rec, hooks, ctx.chunk_rows)
+        reader = ctx.reader(f, hooks)
         cols = {}
         if ctx.columns:
-            prov = reader.read_provenance(columns=ctx.columns)
+            lo, hi = c0 * ctx.chunk_rows, min(c1 * ctx.chunk_rows, ctx.fragments[f].num_rows)
+            prov = reader.read_provenance(columns=ctx.columns).slice(lo, hi - lo)
             cols = {c: _column(prov, c) for c in ctx.columns}
         for c in range(c0, c1):
             x = read(reader, ctx.hook, c)
@@ -99,7 +118,30 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
             vb = None
             if ctx.hook_b is not None and ctx.projection_b is not None:
                 vb = ctx.projection_b(read(reader, ctx.hook_b, c))
-            block = Block(ctx.projection(x), rid, x if ctx.need_x else None,
-                          {k: v[lo:lo + x.shape[0]] for k, v in cols.items()}, vb)
+            o = lo - c0 * ctx.chunk_rows
+            block = Block(ctx.projection(x, pout), rid, x if ctx.need_x else None,
+                          {k: v[o:o + x.shape[0]] for k, v in cols.items()}, vb)
             state = agg.update(state, block)
     return state
+
+
+_local = threading.local()
+KEEP_BYTES = 256 << 20  # largest buffer a thread keeps between chunks and tasks
+
+
+def _buffer(hook: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """This thread's reusable read buffer for ``hook`` (one per hook and thread, replaced when the
+    shape or dtype changes), so a thread's pages are faulted in once per query, not per chunk.
+    Buffers over ``KEEP_BYTES`` (e.g. the latents of a wide SAE) are not kept: a Ray worker lives on
+    after the query."""
+    if int(np.prod(shape)) * np.dtype(dtype).itemsize > KEEP_BYTES:
+        return np.empty(shape, dtype)
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = {}
+    buf = bufs.get(hook)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        if len(bufs) >= 4:
+            bufs.clear()
+        buf = bufs[hook] = np.empty(shape, dtype)
+    return buf

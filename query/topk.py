@@ -81,7 +81,8 @@ class TopK:
         if n > self.k:
             idx = select_block(key, self.k)
             return {"key": np.take_along_axis(key, idx, axis=0), "rid": rid[idx]}
-        return {"key": key, "rid": np.broadcast_to(rid[:, None], key.shape)}
+        # a copy: block arrays may be views of a read buffer that the next chunk overwrites
+        return {"key": np.array(key), "rid": np.broadcast_to(rid[:, None], key.shape).copy()}
 
     def _truncate(self, s: State) -> State:
         o = _order(s["key"], s["rid"], self.k)
@@ -98,12 +99,13 @@ class TopK:
         full = len(state["key"]) >= k
         if self.dedup or not n or (len(state["rid"]) and rid[0] <= state["rid"].max()) or not (full or n >= k):
             return self.merge(state, self._block_state(block))
-        key = _clean(block.values if self.largest else -block.values)
-        if full:
+        key = block.values if self.largest else -block.values
+        if full:  # NaN (ranked as -inf) never beats a full state: NaN > t is False, no cleaning pass
             flat = np.flatnonzero(key > state["key"][k - 1])  # flatnonzero: ~6x faster than nonzero
             if not len(flat):
                 return state
         else:
+            key = _clean(key)
             m = n // k
             thr = key[: k * m].reshape(k, m, c).max(axis=1).min(axis=0)
             flat = np.flatnonzero(key >= thr)
