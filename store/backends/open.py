@@ -52,7 +52,7 @@ def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore
         root = fs._strip_protocol(uri).rstrip("/")
         if not root:
             raise StoreLocationError(f"cannot open {uri!r}: no bucket in the URI")
-        s3 = S3Backend(fs, root, uri, atomic_create=atomic)
+        s3 = S3Backend(fs, root, uri, atomic_create=atomic, storage_options=opts)
         if probe:
             s3.probe()
         return s3
