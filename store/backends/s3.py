@@ -46,7 +46,8 @@ class S3Backend(FsspecBackend):
                  storage_options: dict[str, Any] | None = None):
         super().__init__(fs, root, uri)
         self._atomic = atomic_create
-        self._options = dict(storage_options or {})
+        # options for the direct-read client (s3_reads.py); None: read through s3fs
+        self._options = None if storage_options is None else dict(storage_options)
         self._client: Any = None
         self._client_lock = threading.Lock()
 
@@ -70,7 +71,8 @@ class S3Backend(FsspecBackend):
                 if self._client is None:
                     from actlake.store.backends.s3_reads import make_sync_client
 
-                    self._client = make_sync_client(self._options, _CLIENT_DEFAULTS) or False
+                    self._client = (make_sync_client(self._options, _CLIENT_DEFAULTS) if self._options is not None
+                                    else None) or False
         return self._client
 
     def read_into(self, key: str, dst: memoryview, start: int = 0) -> int | None:
