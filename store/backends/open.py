@@ -30,7 +30,7 @@ def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore
     """Resolve a path or fsspec URL (``s3://``, ``gs://``, ``memory://``, ``file://``) to a backend.
 
     ``storage_options`` go to the fsspec filesystem, except ``cache_dir``/``cache_bytes``,
-    ``atomic_create`` (S3 only: set False for servers that ignore ``If-None-Match``) and
+    ``atomic_create`` (S3, GCS: set False for servers that ignore conditional writes) and
     ``direct_reads`` (S3 only: False reads chunk ranges through s3fs instead of ``s3_reads.py``).  With
     ``probe``, S3 checks the bucket once (a few seconds at most) so a bad endpoint, a missing
     bucket or denied access fail at once.
@@ -69,5 +69,5 @@ def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore
     if protocol in ("gs", "gcs"):
         from actlake.store.backends.s3 import GCSBackend
 
-        return GCSBackend(fs, root, uri)
+        return GCSBackend(fs, root, uri, atomic_create=atomic)
     return FsspecBackend(fs, root, uri)

@@ -116,14 +116,23 @@ class S3Backend(FsspecBackend):
 
 
 class GCSBackend(FsspecBackend):
-    """Google Cloud Storage via gcsfs: ``create`` writes with ``if_generation_match=0``
-    (gcsfs ``pipe_file(..., mode="create")``).  Not exercised by the test suite (no GCS server here)."""
+    """Google Cloud Storage via gcsfs: ``create`` writes with ``ifGenerationMatch=0``
+    (gcsfs ``pipe_file(..., mode="create")``).  Not exercised by the test suite: the PyPI GCS
+    emulator ignores preconditions (docs/decisions.md); ``atomic_create=False`` falls back to
+    check-then-put under the commit log's writer lease."""
+
+    def __init__(self, fs: Any, root: str, uri: str, atomic_create: bool = True):
+        super().__init__(fs, root, uri)
+        self._atomic = atomic_create
 
     @property
     def supports_atomic_create(self) -> bool:
-        return True
+        return self._atomic
 
     def create(self, key: str, data: bytes) -> bool:
+        if not self._atomic:
+            return super().create(key, data)
+
         def put() -> bool:
             try:
                 self.fs.pipe_file(self.path(key), data, mode="create")
