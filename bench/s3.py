@@ -236,7 +236,8 @@ def main() -> None:
             for r in res.values():
                 diversity(r, idx["context_id"], a.batch_size)
             rows_all.append((rows, rows * rb, upload, res))
-            print(f"done: {rows:,} rows", file=sys.stderr, flush=True)
+            report(rows_all[-1:], a)  # as each size finishes (the full table follows at the end)
+            sys.stdout.flush()
     finally:
         srv.stop()
     report(rows_all, a)
