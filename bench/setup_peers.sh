@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv-bench: the benchmark peers (SAELens, MosaicML streaming) in their own venv, so their
+# Create .venv-bench: the benchmark peers (SAELens, MosaicML streaming, litdata) in their own venv, so their
 # pins (transformers<5, numpy<2.2) never touch the project's .venv.  Idempotent; `make bench-venv`.
 #
 #   bash bench/setup_peers.sh            # creates/updates ./.venv-bench
@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-bench}
 TORCH_PIN=${TORCH_PIN:-torch==2.13.0}
-SAELENS=${SAELENS:-sae-lens}  # pin e.g. SAELENS=sae-lens==6.54.12 to repeat docs/performance.md
-STREAMING=${STREAMING:-mosaicml-streaming}
+SAELENS=${SAELENS-sae-lens}  # pin e.g. SAELENS=sae-lens==6.54.12 to repeat docs/performance.md
+STREAMING=${STREAMING-mosaicml-streaming}
+LITDATA=${LITDATA-litdata}  # bench/s3.py: litdata StreamingDataset over s3:// (set LITDATA= to skip)
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
@@ -27,10 +28,14 @@ echo "$TORCH_PIN" > "$constraints"
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q -c "$constraints" "$TORCH_PIN"
 # One resolve for both peers, torch held by the constraints file; if that fails, each alone, so one
 # peer that cannot be installed does not take the other with it (loader.py reports it unavailable).
-if ! "$VENV/bin/pip" install -q -c "$constraints" "$SAELENS" "$STREAMING"; then
+# (an empty SAELENS=, STREAMING= or LITDATA= leaves that peer out)
+peers=()
+for p in "$SAELENS" "$STREAMING" "$LITDATA"; do [ -n "$p" ] && peers+=("$p"); done
+if ! "$VENV/bin/pip" install -q -c "$constraints" "${peers[@]}"; then
   echo "setup_peers: joint install failed; trying each peer alone" >&2
-  "$VENV/bin/pip" install -q -c "$constraints" "$SAELENS" || echo "setup_peers: $SAELENS not installed" >&2
-  "$VENV/bin/pip" install -q -c "$constraints" "$STREAMING" || echo "setup_peers: $STREAMING not installed" >&2
+  for p in "${peers[@]}"; do
+    "$VENV/bin/pip" install -q -c "$constraints" "$p" || echo "setup_peers: $p not installed" >&2
+  done
 fi
 "$VENV/bin/pip" uninstall -q -y torchvision 2>/dev/null || true
 # py-spy (a standalone sampling profiler) for `bench/loader.py --profile`; optional
@@ -47,6 +52,10 @@ def version(p):
 
 ok = True
 try:
+    import litdata  # noqa: F401
+except Exception as e:  # noqa: BLE001
+    print("litdata unusable:", repr(e), file=sys.stderr)  # optional: bench/s3.py reports it unavailable
+try:
     from sae_lens.training.activations_store import ActivationsStore  # noqa: F401
 except Exception as e:  # noqa: BLE001
     ok = False
@@ -60,7 +69,7 @@ try:  # streaming/__init__ imports torchvision; bench/peers/mosaic_read.py impor
 except Exception as e:  # noqa: BLE001
     ok = False
     print("mosaicml-streaming unusable:", repr(e), file=sys.stderr)
-print("peers venv:", {p: version(p) for p in ("sae-lens", "mosaicml-streaming", "torch", "transformers",
+print("peers venv:", {p: version(p) for p in ("sae-lens", "mosaicml-streaming", "litdata", "torch", "transformers",
                                               "datasets", "numpy")})
 sys.exit(0 if ok else 1)
 PY

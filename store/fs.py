@@ -55,6 +55,11 @@ class StoreFS:
         """Bytes [start, end) of one object (one ranged GET on object stores)."""
         return self.backend.read(rel, start, end)
 
+    def read_range_into(self, rel: str, start: int, dst: memoryview) -> int | None:
+        """Bytes [start, start + len(dst)) of one object into ``dst`` (S3: one ranged GET read
+        straight into it); returns the object's size where the read tells it (see ``ObjectStore.read_into``)."""
+        return self.backend.read_into(rel, dst, start)
+
     def read_many(self, rels: list[str]) -> dict[str, bytes]:
         return self.backend.read_many(rels)
 

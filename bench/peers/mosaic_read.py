@@ -3,6 +3,7 @@
 
     python bench/peers/mosaic_read.py convert --plan PLAN --out DIR
     python bench/peers/mosaic_read.py read --mds DIR --plan PLAN --keymap KEYS --batches 20
+    python bench/peers/mosaic_read.py read --mds EMPTY_CACHE --remote s3://BUCKET/PREFIX ...   (bench/s3.py)
 
 One MDS sample = one token row ``{"act": ndarray:<dtype>:<d>}`` (the natural layout for SAE
 training), written in extraction order (context, position) with MDSWriter defaults (no compression,
@@ -69,7 +70,9 @@ def read(args) -> None:
     plan = load_plan(args.plan)
     d = int(np.prod(plan["shape"]))
     m = Meter(d * np.dtype(plan["storage_dtype"]).itemsize)
-    ds = base.StreamingDataset(local=args.mds, remote=None, shuffle=True, shuffle_algo=args.shuffle_algo,
+    # --remote: shards are downloaded from there (S3: boto3, endpoint from S3_ENDPOINT_URL) into the
+    # local cache --mds, which must then be empty (bench/s3.py)
+    ds = base.StreamingDataset(local=args.mds, remote=args.remote, shuffle=True, shuffle_algo=args.shuffle_algo,
                                shuffle_seed=args.seed, batch_size=args.batch_size)
     dl = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
     kept = []
@@ -79,7 +82,7 @@ def read(args) -> None:
         kept.append(t[:, :KEY_COLS].clone())  # enough to identify the row; keeps RSS honest
         if i >= args.batches:  # +1: the first batch (worker start, shuffle plan) is reported separately
             break
-    res = m.result(loader="mosaic", dtype=str(kept[0].dtype), version=version,
+    res = m.result(loader="mosaic-s3" if args.remote else "mosaic", dtype=str(kept[0].dtype), version=version,
                    config={"shuffle_algo": args.shuffle_algo, "workers": args.workers,
                            "shuffle_block_size": ds.shuffle_block_size, "num_canonical_nodes": ds.num_canonical_nodes})
     del dl  # joins the workers, so their CPU time shows in RUSAGE_CHILDREN
@@ -101,7 +104,8 @@ def read(args) -> None:
 
 def main() -> None:
     def read_args(r) -> None:
-        r.add_argument("--mds", required=True)
+        r.add_argument("--mds", required=True, help="local MDS directory (with --remote: an empty cache directory)")
+        r.add_argument("--remote", default=None, help="remote MDS directory, e.g. s3://bucket/prefix")
         r.add_argument("--workers", type=int, default=2)
         r.add_argument("--shuffle-algo", default="py1e")
         r.add_argument("--seed", type=int, default=9176)

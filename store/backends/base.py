@@ -50,6 +50,18 @@ class ObjectStore(ABC):
     def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """Bytes ``[start, end)`` of ``key`` (whole object by default).  Raises FileNotFoundError."""
 
+    def read_into(self, key: str, dst: memoryview, start: int = 0) -> int | None:
+        """Bytes ``[start, start + len(dst))`` of ``key`` written into ``dst`` (a writable byte view).
+
+        Returns the object's total size in bytes where the backend learns it from the read (S3:
+        the ``Content-Range`` of the ranged GET), else None; an object that ends before
+        ``start + len(dst)`` always returns its size (``dst`` is then only partly written).  Backends
+        that can read straight into ``dst`` override this; by default it copies ``read``'s bytes.
+        Raises FileNotFoundError, StorageError."""
+        data = self.read(key, start, start + len(dst))
+        dst[:len(data)] = data
+        return start + len(data) if len(data) < len(dst) else None
+
     def read_many(self, keys: list[str]) -> dict[str, bytes]:
         """Whole objects, concurrently where the backend can.  Raises FileNotFoundError."""
         return {k: self.read(k) for k in keys}

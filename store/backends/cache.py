@@ -15,6 +15,7 @@ import uuid
 from collections import OrderedDict
 
 from actlake.store.backends.base import ObjectInfo, ObjectStore
+from actlake.store.backends.local import read_file_into
 from actlake.store.backends.retry import with_retries
 
 CACHED_PREFIX = "fragments/"
@@ -113,6 +114,21 @@ class CachedBackend(ObjectStore):
             except FileNotFoundError:  # evicted meanwhile
                 pass
         return self.inner.read(key, start, end)
+
+    def read_into(self, key: str, dst: memoryview, start: int = 0) -> int | None:
+        if not key.startswith(CACHED_PREFIX):
+            return self.inner.read_into(key, dst, start)
+        name = self._name(key)
+        with self._lock:
+            hit = name in self._sizes
+            if hit:
+                self._sizes.move_to_end(name)
+        if hit or self._fetch(key, name):
+            try:
+                return read_file_into(os.path.join(self.dir, name), dst, start)
+            except FileNotFoundError:  # evicted meanwhile
+                pass
+        return self.inner.read_into(key, dst, start)
 
     def _forget(self, key: str) -> None:
         name = self._name(key)

@@ -19,6 +19,20 @@ def _write_tmp(path: str, data: bytes) -> str:
     return tmp
 
 
+def read_file_into(path: str, dst: memoryview, start: int = 0) -> int:
+    """Bytes ``[start, start + len(dst))`` of the file ``path`` read into ``dst``; returns the file's size."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(start)
+        got = 0
+        while got < len(dst):
+            n = f.readinto(dst[got:])
+            if not n:
+                break
+            got += n
+    return size
+
+
 class LocalBackend(ObjectStore):
     """Objects are files under ``root``.  ``create`` writes a temp file and ``os.link``s it into place
     (the link fails atomically if the name exists; readers never see a half-written file), as
@@ -42,6 +56,9 @@ class LocalBackend(ObjectStore):
             if start:
                 f.seek(start)
             return f.read() if end is None else f.read(max(0, end - (start or 0)))
+
+    def read_into(self, key: str, dst: memoryview, start: int = 0) -> int:
+        return read_file_into(self.path(key), dst, start)
 
     def exists(self, key: str) -> bool:
         return os.path.exists(self.path(key))

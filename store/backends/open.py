@@ -29,8 +29,9 @@ def open_backend(uri: str, storage_options: dict[str, Any] | None = None, probe:
 def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore:
     """Resolve a path or fsspec URL (``s3://``, ``gs://``, ``memory://``, ``file://``) to a backend.
 
-    ``storage_options`` go to the fsspec filesystem, except ``cache_dir``/``cache_bytes`` and
-    ``atomic_create`` (S3 only: set False for servers that ignore ``If-None-Match``).  With
+    ``storage_options`` go to the fsspec filesystem, except ``cache_dir``/``cache_bytes``,
+    ``atomic_create`` (S3, GCS: set False for servers that ignore conditional writes) and
+    ``direct_reads`` (S3 only: False reads chunk ranges through s3fs instead of ``s3_reads.py``).  With
     ``probe``, S3 checks the bucket once (a few seconds at most) so a bad endpoint, a missing
     bucket or denied access fail at once.
 
@@ -41,6 +42,7 @@ def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore
         raise StoreLocationError("empty dataset URI")
     opts = dict(storage_options or {})
     atomic = bool(opts.pop("atomic_create", True))
+    direct = bool(opts.pop("direct_reads", True))
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
     if protocol in ("s3", "s3a"):
         from actlake.store.backends.s3 import S3Backend, make_s3fs
@@ -52,7 +54,7 @@ def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore
         root = fs._strip_protocol(uri).rstrip("/")
         if not root:
             raise StoreLocationError(f"cannot open {uri!r}: no bucket in the URI")
-        s3 = S3Backend(fs, root, uri, atomic_create=atomic)
+        s3 = S3Backend(fs, root, uri, atomic_create=atomic, storage_options=opts if direct else None)
         if probe:
             s3.probe()
         return s3
@@ -67,5 +69,5 @@ def _open(uri: str, storage_options: dict[str, Any], probe: bool) -> ObjectStore
     if protocol in ("gs", "gcs"):
         from actlake.store.backends.s3 import GCSBackend
 
-        return GCSBackend(fs, root, uri)
+        return GCSBackend(fs, root, uri, atomic_create=atomic)
     return FsspecBackend(fs, root, uri)

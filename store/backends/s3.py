@@ -13,6 +13,7 @@ Credentials come from the standard AWS chain (env vars, ``AWS_PROFILE``, config 
 ``storage_options={"endpoint_url": ...}``.  None of them is ever stored or printed: only ``uri``."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from actlake.schemas.errors import StorageError
@@ -37,15 +38,53 @@ def make_s3fs(storage_options: dict[str, Any]) -> Any:
 
 
 class S3Backend(FsspecBackend):
-    """An S3 bucket prefix.  ``create`` is a conditional PUT (exactly one of N racing creators wins)."""
+    """An S3 bucket prefix.  ``create`` is a conditional PUT (exactly one of N racing creators wins);
+    ``read_into`` is a ranged GET read straight into the caller's buffer (``s3_reads.py``) by the
+    calling thread, so a pool of I/O threads gives as many GETs in flight."""
 
-    def __init__(self, fs: Any, root: str, uri: str, atomic_create: bool = True):
+    def __init__(self, fs: Any, root: str, uri: str, atomic_create: bool = True,
+                 storage_options: dict[str, Any] | None = None):
         super().__init__(fs, root, uri)
         self._atomic = atomic_create
+        # options for the direct-read client (s3_reads.py); None: read through s3fs
+        self._options = None if storage_options is None else dict(storage_options)
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # the sync client (sockets, locks) is rebuilt where unpickled
+        state = dict(self.__dict__)
+        state["_client"], state["_client_lock"] = None, None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._client_lock = threading.Lock()
 
     @property
     def supports_atomic_create(self) -> bool:
         return self._atomic
+
+    def _sync_client(self) -> Any:
+        """The botocore client for direct reads (built once), or False where s3fs must read."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    from actlake.store.backends.s3_reads import make_sync_client
+
+                    self._client = (make_sync_client(self._options, _CLIENT_DEFAULTS) if self._options is not None
+                                    else None) or False
+        return self._client
+
+    def read_into(self, key: str, dst: memoryview, start: int = 0) -> int | None:
+        if not len(dst):
+            return None
+        client = self._sync_client()
+        if client is False:
+            return super().read_into(key, dst, start)
+        from actlake.store.backends.s3_reads import get_into
+
+        bucket, _, obj = self.path(key).partition("/")
+        return self._call(lambda: get_into(client, bucket, obj, dst, start), "cannot read", key)
 
     def create(self, key: str, data: bytes) -> bool:
         if not self._atomic:
@@ -77,14 +116,23 @@ class S3Backend(FsspecBackend):
 
 
 class GCSBackend(FsspecBackend):
-    """Google Cloud Storage via gcsfs: ``create`` writes with ``if_generation_match=0``
-    (gcsfs ``pipe_file(..., mode="create")``).  Not exercised by the test suite (no GCS server here)."""
+    """Google Cloud Storage via gcsfs: ``create`` writes with ``ifGenerationMatch=0``
+    (gcsfs ``pipe_file(..., mode="create")``).  Not exercised by the test suite: the PyPI GCS
+    emulator ignores preconditions (docs/decisions.md); ``atomic_create=False`` falls back to
+    check-then-put under the commit log's writer lease."""
+
+    def __init__(self, fs: Any, root: str, uri: str, atomic_create: bool = True):
+        super().__init__(fs, root, uri)
+        self._atomic = atomic_create
 
     @property
     def supports_atomic_create(self) -> bool:
-        return True
+        return self._atomic
 
     def create(self, key: str, data: bytes) -> bool:
+        if not self._atomic:
+            return super().create(key, data)
+
         def put() -> bool:
             try:
                 self.fs.pipe_file(self.path(key), data, mode="create")

@@ -97,3 +97,19 @@ def test_capabilities(backend):
         backend.write("f.bin", b"abc")
         with open(f"{root}/f.bin", "rb") as f:
             assert f.read() == b"abc"
+
+
+def test_read_into_ranges_short_and_missing(backend):
+    data = bytes(range(256)) * 64  # 16 KiB
+    backend.write("r/obj.bin", data)
+    buf = bytearray(len(data))
+    size = backend.read_into("r/obj.bin", memoryview(buf))
+    assert bytes(buf) == data and size in (None, len(data))
+    part = bytearray(1000)
+    backend.read_into("r/obj.bin", memoryview(part), 5000)
+    assert bytes(part) == data[5000:6000]
+    tail = bytearray(100)  # the object ends 40 bytes in: its size is returned, only those bytes written
+    assert backend.read_into("r/obj.bin", memoryview(tail), len(data) - 40) == len(data)
+    assert bytes(tail[:40]) == data[-40:]
+    with pytest.raises(FileNotFoundError):
+        backend.read_into("r/missing.bin", memoryview(bytearray(8)))
