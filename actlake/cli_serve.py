@@ -61,8 +61,9 @@ def serve(
 
     Clients name datasets, never paths.  Stops cleanly on SIGTERM or Ctrl-C."""
     from actlake.client.dataset import open_dataset
-    from actlake.service.flight_server import ActlakeFlightServer, Limits
+    from actlake.service.flight_server import ActlakeFlightServer, Limits, limit_malloc_arenas
 
+    limit_malloc_arenas()  # before the loader's threads exist (issue 10: RSS after abandoned streams)
     if token and token_file:
         raise JobSpecError("give --token or --token-file, not both")
     if token_file:
