@@ -60,7 +60,8 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 class RemoteDataset:
-    """A dataset served by ``actlake serve``; the same API as ``ActivationDataset``.
+    """A dataset served by ``actlake serve``: the ``Dataset`` protocol (client/protocol.py) that
+    ``ActivationDataset`` satisfies too, with the same results for the same arguments.
 
     Args:
         uri: ``grpc://host:port/name`` or ``grpc+tls://host:port/name``.

@@ -107,3 +107,12 @@ def test_query_needs_the_token(server):
 
     with pytest.raises(RemoteError, match="token"):
         actlake.open_dataset(server.uri("acts"), storage_options={"token": "wrong"})
+
+
+def test_both_datasets_satisfy_the_protocol(pair):
+    from actlake.client.protocol import Dataset, QueryAPI
+
+    for ds in pair:
+        assert isinstance(ds, Dataset) and isinstance(ds.query, QueryAPI)
+    local, remote = pair
+    assert (local.num_rows, local.hooks) == (remote.num_rows, remote.hooks)
