@@ -12,7 +12,8 @@ import typer
 
 from actlake.schemas.errors import JobSpecError, RemoteError
 
-_DEFAULTS = {"max_batch_rows": 65536, "max_readahead": 8, "max_buffer_rows": 1 << 20, "max_streams": 64}
+_DEFAULTS = {"max_batch_rows": 65536, "max_readahead": 8, "max_buffer_rows": 1 << 20, "max_streams": 64,
+             "max_query_rows": 65536, "max_queries": 4}
 
 
 def _public(uri: str) -> str:
@@ -56,13 +57,19 @@ def serve(
     max_buffer_rows: int = typer.Option(_DEFAULTS["max_buffer_rows"], min=1,
                                         help="cap on the shuffle window (rows) a client may request"),
     max_streams: int = typer.Option(_DEFAULTS["max_streams"], min=1, help="cap on concurrent streams"),
+    max_query_rows: int = typer.Option(_DEFAULTS["max_query_rows"], min=1,
+                                       help="cap on k, bins × per_bin, fetched rows, document ids and the rows "
+                                            "of any query result"),
+    max_queries: int = typer.Option(_DEFAULTS["max_queries"], min=1,
+                                    help="cap on queries running at once (more are refused as busy)"),
 ) -> None:
     """Serve datasets over Arrow Flight: ``open_dataset("grpc://HOST:PORT/NAME")`` streams their batches.
 
     Clients name datasets, never paths.  Stops cleanly on SIGTERM or Ctrl-C."""
     from actlake.client.dataset import open_dataset
-    from actlake.service.flight_server import ActlakeFlightServer, Limits
+    from actlake.service.flight_server import ActlakeFlightServer, Limits, limit_malloc_arenas
 
+    limit_malloc_arenas()  # before the loader's threads exist (issue 10: RSS after abandoned streams)
     if token and token_file:
         raise JobSpecError("give --token or --token-file, not both")
     if token_file:
@@ -85,7 +92,7 @@ def serve(
     names = _names(uris, name or [])
     datasets = {n: open_dataset(u) for n, u in zip(names, uris)}  # storage credentials come from the env
     scheme = "grpc+tls" if tls else "grpc"
-    limits = Limits(max_batch_rows, max_readahead, max_buffer_rows, max_streams)
+    limits = Limits(max_batch_rows, max_readahead, max_buffer_rows, max_streams, max_query_rows, max_queries)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         server = ActlakeFlightServer(datasets, f"{scheme}://{host}:{port}", token=token or None, tls=tls,

@@ -4,8 +4,10 @@
     .venv/bin/python bench/remote.py --rows 524288 --batch 4096
 
 Phases (each client a fresh process; the clock starts before ``open_dataset``): a warm-up local
-epoch (untimed, fills the page cache), local epoch, remote epoch (1 client), 4 concurrent remote
-rank clients (rank r of world 4, together one epoch), then resume latency (first batch after
+epoch (untimed, fills the page cache), local epoch, remote epoch (1 client), 4 concurrent local
+rank clients and 4 concurrent remote rank clients (rank r of world 4, together one epoch; a rank
+of <= 65,536 rows is shuffled in 8-row blocks, client/shuffle.py, so it costs more than a world-1
+stream even locally), then resume latency (first batch after
 ``load_state_dict`` at the middle step, remote).  Prints rows/s, MB/s, server and client CPU
 seconds per GB, first-batch latency, and the ratios to local.  Targets (DESIGN.md): remote >= 0.70x
 local for 1 client and for 4 rank clients together; first batch and resume < 1 s."""
@@ -116,7 +118,7 @@ def main() -> None:
         _run_clients(store, args.batch, 1)  # warm-up (page cache), untimed
         results = {}
         for label, target, world in (("local", store, 1), ("remote, 1 client", uri, 1),
-                                     ("remote, 4 rank clients", uri, 4)):
+                                     ("local, 4 rank clients", store, 4), ("remote, 4 rank clients", uri, 4)):
             s0 = _cpu_of(srv.pid)
             rs = _run_clients(target, args.batch, world)
             server_cpu = _cpu_of(srv.pid) - s0
@@ -139,6 +141,8 @@ def main() -> None:
     for label, r in results.items():
         print(f"{label:26}{r['rows_s']:>12,.0f}{r['mb_s']:>9,.0f}{r['rows_s'] / local:>9.2f}x"
               f"{r['client_cpu_s_gb']:>17.2f}{r['server_cpu_s_gb']:>17.2f}{r['first_s']:>15.3f}")
+    r4, l4 = results["remote, 4 rank clients"], results["local, 4 rank clients"]
+    print(f"remote vs local with the same 4 rank streams: {r4['rows_s'] / l4['rows_s']:.2f}x")
     print(f"resume at the middle step, remote (fresh process, open + load_state_dict + first batch): {resume:.3f} s")
 
 

@@ -28,6 +28,7 @@ from actlake.schemas.stream import StreamSpec
 from actlake.schemas.wire import (
     ACTION_INFO,
     ACTION_STATS,
+    DocumentsTicket,
     ProvenanceTicket,
     SampleTicket,
     TakeTicket,
@@ -36,6 +37,7 @@ from actlake.schemas.wire import (
 )
 
 if TYPE_CHECKING:
+    from actlake.client.remote_query import RemoteQuery
     from actlake.client.torch_data import TorchBatches
 
 # Tensors are views over received Arrow buffers, which Arrow marks read-only (nothing else uses them)
@@ -58,7 +60,8 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 class RemoteDataset:
-    """A dataset served by ``actlake serve``; the same API as ``ActivationDataset``.
+    """A dataset served by ``actlake serve``: the ``Dataset`` protocol (client/protocol.py) that
+    ``ActivationDataset`` satisfies too, with the same results for the same arguments.
 
     Args:
         uri: ``grpc://host:port/name`` or ``grpc+tls://host:port/name``.
@@ -181,6 +184,24 @@ class RemoteDataset:
         parts = [self._get(ProvenanceTicket(dataset=self.name, row_ids=ids[i:i + 65536].tolist()), "provenance")
                  for i in range(0, max(len(ids), 1), 65536)]
         return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+    def documents(self, doc_ids) -> pa.Table:
+        """As ``ActivationDataset.documents``: ``doc_id``, ``source``, ``index``, ``label`` per id, in order.
+
+        Raises:
+            RowIdError: ids that are not integers or that no committed fragment holds.
+            QueryError: more ids than the server's ``--max-query-rows``."""
+        raw = np.asarray(doc_ids).reshape(-1)
+        if raw.size and not np.issubdtype(raw.dtype, np.integer):
+            raise E.RowIdError(f"doc ids must be integers, got {raw.dtype}")
+        return self._get(DocumentsTicket(dataset=self.name, doc_ids=raw.astype(np.int64).tolist()), "documents")
+
+    @property
+    def query(self) -> RemoteQuery:
+        """``ds.query`` run on the server: topk, bottomk, sample_intervals, stats, fetch (client/remote_query.py)."""
+        from actlake.client.remote_query import RemoteQuery
+
+        return self.__dict__.setdefault("_query", RemoteQuery(self))
 
     def sample(self, n: int, seed: int = 0, hooks: list[str] | str | None = None, filter: Any = None
                ) -> dict[str, torch.Tensor]:

@@ -245,19 +245,28 @@ class StagedWindow(Window):
         chunk_rows = self.ds.chunk_rows
         base = self.base_rows
 
-        def one(j: int) -> None:
+        infos = {h: self.ds.manifest.hooks[h] for h in self.hooks}
+        # local uncompressed rows are read with pread on descriptors kept open for a task's segments
+        # (one open per chunk file, not per segment; see ``some``)
+        preads = self.ds.store.is_local and hasattr(os, "preadv")
+
+        def one(j: int, fds: dict[str, int]) -> None:
             f, c, lo, hi, a = int(self.frag[j]), int(self.chunk[j]), int(self.lo[j]), int(self.hi[j]), int(self.pos[j])
             reader = self.ds._reader(f)
             for h in self.hooks:
+                info = infos[h]
                 part = (lo, hi) != (0, reader.chunk_rows_of(c))
-                ranged = reader.verify and self.ds.manifest.hooks[h].codec == "none" and part
+                ranged = reader.verify and info.codec == "none" and part
                 track = ranged and self.ranges is not None and self.ranges.wanted((f, h, c))
                 if ranged and not track and (self.ranges is None or not self.ranges.has_crc(f, h, c)):
                     self.ds._verify_chunk(f, h, c)  # no CRC-32C recorded: check the chunk whole, once
                 dst = b.arrays[h][a:a + hi - lo]
-                reader.read_rows_into(h, c, lo, hi, dst)
+                if preads and info.codec == "none" and (part or not reader.verify):
+                    _pread_rows(fds, reader.chunk_path(h, c), lo * info.row_bytes, dst)
+                else:
+                    reader.read_rows_into(h, c, lo, hi, dst)
                 if track and self.ranges is not None:  # its CRC-32C, combined with the chunk's other ranges later
-                    self.ranges.add((f, h, c), lo * self.ds.manifest.hooks[h].row_bytes, [dst])
+                    self.ranges.add((f, h, c), lo * info.row_bytes, [dst])
                 elif reader.verify and not part:  # read whole, hence checked whole
                     with self.ds._lock:
                         self.ds._verified.add((f, h, c))
@@ -268,7 +277,21 @@ class StagedWindow(Window):
                 k0 = int(self.k0[j])
                 self.kept[j] = hits[k0:]  # kept rows of the segment, in stored order
 
-        for _ in io.map(one, range(self.num_segments)):
+        def some(j0: int, j1: int) -> None:
+            fds: dict[str, int] = {}
+            try:
+                for j in range(j0, j1):
+                    one(j, fds)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+
+        # a few tasks per I/O thread, not one per segment: small blocks (a rank of a few thousand
+        # rows is cut into blocks of ~8 rows) made thousands of tiny tasks per window, and the
+        # executor's per-task cost dominated the stream's CPU (issue 10: 4 rank clients)
+        n = self.num_segments
+        cuts = np.linspace(0, n, min(n, 4 * max(1, getattr(io, "_max_workers", 4))) + 1).astype(np.int64).tolist()
+        for _ in io.map(some, cuts[:-1], cuts[1:]):
             pass
 
     def wait(self) -> None:
@@ -288,8 +311,12 @@ class StagedWindow(Window):
         return out
 
     def copy(self, hook: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        # mode="clip": with the default mode="raise" numpy fills a temporary copy of ``out`` and
+        # copies it back (a second memcpy and a batch-sized malloc per call, ~3x the CPU; the
+        # mallocs stayed resident in per-thread arenas of a server's streams, issue 10); the
+        # positions are in range by construction
         for js, i0, i1, dst in parts:
-            np.take(self.buf.records[hook], self._rows(js, i0, i1), out=as_records(dst))
+            np.take(self.buf.records[hook], self._rows(js, i0, i1), out=as_records(dst), mode="clip")
 
     def row_ids(self, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.ndarray:
         return self.buf.row_ids[self._rows(js, i0, i1)]
@@ -301,6 +328,22 @@ def _rotated(win: Window, js: np.ndarray, i0: np.ndarray, i1: np.ndarray) -> np.
     lengths = i1 - i0
     seg = np.repeat(js, lengths)
     return (_runs_index(i0, lengths) + win.rot[seg]) % np.maximum(win.used[seg], 1)
+
+
+def _pread_rows(fds: dict[str, int], path: str, offset: int, dst: np.ndarray) -> None:
+    """Fill ``dst`` with the bytes of local file ``path`` from ``offset``, through ``fds`` (path ->
+    descriptor, opened on first use; the caller closes them).
+
+    Raises:
+        StoreDamagedError: the file is missing or too short."""
+    fd = fds.get(path)
+    if fd is None:
+        try:
+            fd = fds[path] = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise StoreDamagedError(path, "missing") from None
+    if os.preadv(fd, [dst.data.cast("B")], offset) != dst.nbytes:
+        raise StoreDamagedError(path, "truncated")
 
 
 def _split_views(views: list[memoryview], nbytes: int) -> tuple[list[memoryview], list[memoryview]]:

@@ -6,6 +6,7 @@ are keys into the server's served set, never paths: ``NAME_PATTERN`` excludes '/
 dot (so no '..'), and anything but ``[A-Za-z0-9._-]``."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Annotated, Any, Literal
@@ -23,7 +24,10 @@ MAX_MESSAGE_BYTES = 8 << 20  # a ticket or action body larger than this is refus
 ACTION_INFO = "info"  # {"dataset"} -> {"name", "num_rows", "hooks", "manifest", "snapshot_version"}
 ACTION_PLAN = "plan"  # {"dataset", "spec"} -> {"state": stream.state_dict() at step 0, "num_batches"}
 ACTION_STATS = "stats"  # {} -> {"streams", "streams_opened", "rss_bytes", "datasets"}
+ACTION_QUERY_STATS = "query.stats"  # {"dataset", "args"} -> pack(ds.query.stats(**args))
+QUERY_TABLES = ("topk", "bottomk", "sample_intervals", "fetch")  # QueryTicket methods (results: tables)
 ACTIONS = {ACTION_INFO: "dataset metadata: rows, hooks, manifest",
+           ACTION_QUERY_STATS: "ds.query.stats(**args), run on the server",
            ACTION_PLAN: "a stream's state_dict at step 0 and its length, for a StreamSpec",
            ACTION_STATS: "open streams and server memory (for operators and tests)"}
 
@@ -87,7 +91,23 @@ class SampleTicket(_Msg):
     filter: dict[str, Any] | None = None
 
 
-Ticket = Annotated[StreamTicket | TakeTicket | ProvenanceTicket | SampleTicket, Field(discriminator="kind")]
+class QueryTicket(_Msg):
+    """``ds.query.<method>(**args)`` run on the server (``args`` packed by ``pack``); one table back."""
+
+    kind: Literal["query"] = "query"
+    method: Literal["topk", "bottomk", "sample_intervals", "fetch"]
+    args: dict[str, Any] = {}
+
+
+class DocumentsTicket(_Msg):
+    """``ds.documents(doc_ids)``."""
+
+    kind: Literal["documents"] = "documents"
+    doc_ids: list[int]
+
+
+Ticket = Annotated[StreamTicket | TakeTicket | ProvenanceTicket | SampleTicket | QueryTicket | DocumentsTicket,
+                   Field(discriminator="kind")]
 _TICKET = TypeAdapter(Ticket)
 
 
@@ -109,7 +129,8 @@ def _load(data: bytes, what: str) -> Any:
     return d
 
 
-def decode_ticket(data: bytes) -> StreamTicket | TakeTicket | ProvenanceTicket | SampleTicket:
+def decode_ticket(data: bytes) -> StreamTicket | TakeTicket | ProvenanceTicket | SampleTicket | QueryTicket | \
+        DocumentsTicket:
     """Parse a Flight ticket.
 
     Raises:
@@ -129,3 +150,55 @@ def decode_body(data: bytes) -> dict[str, Any]:
         RemoteError: not a JSON object of this wire version.
     """
     return _load(data or encode({}), "action body")
+
+
+def pack(v: Any) -> Any:
+    """A query argument or result as JSON-safe data that ``unpack`` restores exactly: numpy arrays
+    (and array-likes such as tensors, via ``__array__``) keep dtype, shape and bytes (base64), dicts
+    keep non-string keys (e.g. token ids of ``stats(by=...)``), numpy scalars become Python numbers."""
+    if isinstance(v, dict):
+        if all(isinstance(k, str) for k in v):
+            return {"__dict__": {k: pack(x) for k, x in v.items()}}
+        return {"__map__": [[pack(k), pack(x)] for k, x in v.items()]}
+    if isinstance(v, (list, tuple)):
+        return [pack(x) for x in v]
+    if hasattr(v, "__array__") and not isinstance(v, (str, bytes)):
+        import numpy as np
+
+        a = np.asarray(v)
+        if a.ndim == 0:
+            return a.item()
+        if a.dtype == object:
+            raise RemoteError(f"cannot send an array of Python objects ({a.shape})")
+        a = np.ascontiguousarray(a)
+        return {"__nd__": [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]}
+    if hasattr(v, "item") and callable(v.item):  # numpy scalar
+        return v.item()
+    return v
+
+
+def unpack(v: Any) -> Any:
+    """Inverse of ``pack``.
+
+    Raises:
+        RemoteError: a malformed packed array."""
+    if isinstance(v, list):
+        return [unpack(x) for x in v]
+    if isinstance(v, dict):
+        if "__nd__" in v:
+            import numpy as np
+
+            try:
+                dtype, shape, data = v["__nd__"]
+                dt = np.dtype(dtype)
+                if dt == object:
+                    raise TypeError("object arrays are not sent")
+                return np.frombuffer(base64.b64decode(data), dtype=dt).reshape(shape).copy()
+            except (TypeError, ValueError) as e:
+                raise RemoteError(f"bad packed array: {e}") from None
+        if "__map__" in v:
+            return {unpack(k) if not isinstance(k, list) else tuple(unpack(k)): unpack(x) for k, x in v["__map__"]}
+        if "__dict__" in v:
+            return {k: unpack(x) for k, x in v["__dict__"].items()}
+        return {k: unpack(x) for k, x in v.items()}
+    return v

@@ -35,8 +35,10 @@ import torch
 
 from actlake.schemas.errors import ActlakeError, RemoteError, StreamStateError
 from actlake.schemas.stream import StreamSpec
-from actlake.schemas.wire import (ACTION_INFO, ACTION_PLAN, ACTION_STATS, ACTIONS, ProvenanceTicket, SampleTicket,
-                                  StreamTicket, TakeTicket, check_name, decode_body, decode_ticket, encode)
+from actlake.schemas.wire import (ACTION_INFO, ACTION_PLAN, ACTION_QUERY_STATS, ACTION_STATS, ACTIONS,
+                                  DocumentsTicket, ProvenanceTicket, QueryTicket, SampleTicket, StreamTicket,
+                                  TakeTicket, check_name, decode_body, decode_ticket, encode)
+from actlake.service.flight_query import QueryBusy, QueryRunner
 from actlake.store.dtypes import STORAGE
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ class Limits:
     max_readahead: int = 8  # batches assembled ahead per stream
     max_buffer_rows: int = 1 << 20  # shuffle window (rows staged per window) a client may ask for
     max_streams: int = 64  # concurrent do_get calls
+    max_query_rows: int = 65536  # k, bins x per_bin, fetched rows, document ids, rows of a query result
+    max_queries: int = 4  # queries running at once (more are refused as busy)
 
 
 def rss_bytes() -> int:
@@ -67,6 +71,27 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def limit_malloc_arenas(n: int | None = None) -> bool:
+    """Cap glibc's malloc arenas for this process at ``n`` (default: the CPU count, at least 2).
+
+    Every stream runs its loader in fresh threads, and glibc gives new threads arenas of their own
+    (up to 8 per core), each keeping the memory freed in it resident: a server that opened and
+    abandoned streams grew ~2 MB per stream until every arena was warm (measured with
+    tests/remote/test_remote_lifecycle.py's churn; flat with 2 arenas).  Call it early, before the
+    process has started many threads (glibc fixes its arena limit once it has more than 8).
+    Returns False where there is no glibc ``mallopt`` (the limit is then the allocator's own)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_arena_max = -8  # <malloc.h> M_ARENA_MAX
+    return bool(mallopt(m_arena_max, int(n or max(2, os.cpu_count() or 2))))
 
 
 def redact(obj: Any) -> Any:
@@ -151,6 +176,7 @@ class ActlakeFlightServer(flight.FlightServerBase):
         self._ds_locks = {n: threading.Lock() for n in datasets}
         self._streams = 0
         self._opened = 0
+        self._queries = QueryRunner(limits.max_query_rows, limits.max_queries)
         self.closing = threading.Event()
         middleware = {"auth": TokenAuthFactory(token)} if token else {}
         super().__init__(location, tls_certificates=[tls] if tls else None, middleware=middleware)
@@ -207,6 +233,10 @@ class ActlakeFlightServer(flight.FlightServerBase):
                 self._log(f"stream {t.dataset} rank {t.spec.rank}/{t.spec.world_size} epoch {t.spec.epoch} "
                           f"from step {stream.step} of {len(stream)}")
                 return flight.GeneratorStream(schema, self._serve_stream(stream, schema, context))
+            if isinstance(t, QueryTicket):  # no dataset lock: queries read through their own readers
+                return flight.RecordBatchStream(self._queries.table(ds, t.method, t.args))
+            if isinstance(t, DocumentsTicket):
+                return flight.RecordBatchStream(self._queries.documents(ds, t.doc_ids))
             return flight.RecordBatchStream(self._answer(ds, t))
         except flight.FlightError:
             raise
@@ -259,6 +289,9 @@ class ActlakeFlightServer(flight.FlightServerBase):
             elif kind == ACTION_INFO:
                 name = check_name(body.get("dataset", ""))
                 d = self._info(name, self._get(name))
+            elif kind == ACTION_QUERY_STATS:
+                name = check_name(body.get("dataset", ""))
+                d = self._queries.stats(self._get(name), body.get("args") or {})
             elif kind == ACTION_PLAN:
                 t = StreamTicket(dataset=body.get("dataset", ""), spec=body.get("spec"))
                 s = self._stream(self._get(t.dataset), t)
@@ -319,6 +352,8 @@ def _json(v: Any) -> Any:
 def _refusal(e: Exception, log) -> flight.FlightError:
     """A user error (bad argument, unknown hook/row, foreign state) as a FlightServerError naming its
     type in ``extra_info``; anything else as an internal error, logged without its arguments."""
+    if isinstance(e, QueryBusy):
+        return flight.FlightUnavailableError(str(e))
     if isinstance(e, (ActlakeError, ValueError, KeyError, IndexError)):
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         return flight.FlightServerError(msg, extra_info=type(e).__name__.encode())

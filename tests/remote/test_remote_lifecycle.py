@@ -81,9 +81,6 @@ def _wait_streams(ds, n: int, timeout: float = 30) -> dict:
         time.sleep(0.1)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known regression (issue 10, open): after the read-hardening loader merged, the server's RSS grows "
-    "~7 MB per abandoned stream (stream count does return to 0); the RSS check below still runs and reports"))
 def test_disconnect_frees_server_resources(tmp_path, start_server):
     from stores import make_store
 
