@@ -73,13 +73,14 @@ def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "
 
 def project(uri: str = URI, hook: str = HOOK,
             directions: str = typer.Option(..., help=".npy/.npz/.pt/.safetensors: [C, d] directions (rows)"),
-            name: str = typer.Option(..., help="name of the new derived hook")) -> None:
+            name: str = typer.Option(..., help="name of the new derived hook"),
+            address: str | None = ADDRESS) -> None:
     """Write every row's values on the directions as a new derived hook (float32, committed)."""
     import actlake
 
     dirs = _direction(directions)
     ds = actlake.open_dataset(uri)
-    _run("project", ds.query.project, hook=hook, directions=dirs, name=name)
+    _run("project", ds.query.project, hook=hook, directions=dirs, name=name, address=address)
     out.print(f"derived hook {name!r}: {ds.num_rows:,} rows × {np.atleast_2d(dirs).shape[0]} (float32)")
 
 

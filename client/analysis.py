@@ -196,14 +196,19 @@ def pca(ds: Any, hook: str, n_components: int, ddof: int = 1, **kw: Any) -> PCAR
                      int(s["n"]))
 
 
-def project(ds: Any, hook: str, directions: Any, name: str, threads: int | None = None, progress: Any = None) -> str:
+def project(ds: Any, hook: str, directions: Any, name: str, threads: int | None = None, progress: Any = None,
+            address: str | None = None) -> str:
     """Write the values of every row on ``directions`` (float ``[C, d]`` or ``[d]``) as derived hook
     ``name`` of the same dataset (float32 ``[C]`` per row, row-aligned, committed through the log).
 
     Values: ``float32(float64(X) @ float64(D).T)``, bit-equal to that expression on the whole array.
-    After the call ``ds`` (and every dataset opened later) has the hook: batches, take, top-k,
-    stats and correlate work on it.  Returns: ``name``.
-    Raises: QueryError (unknown hook, name taken, directions of the wrong width / not finite)."""
+    One task per fragment writes that fragment's derived array — threads in-process, Ray tasks with
+    ``address=`` (``"local"`` or a cluster address; the nodes must reach the store) — and this
+    process commits the one log entry, so the result is the same bits either way.  After the call
+    ``ds`` (and every dataset opened later) has the hook: batches, take, top-k, stats and correlate
+    work on it.  Returns: ``name``.
+    Raises: QueryError (unknown hook, name taken, directions of the wrong width / not finite);
+        ClusterError (Ray unreachable)."""
     from actlake.query.derive import write_projection
 
     if hasattr(ds, "_row_source"):
@@ -213,14 +218,22 @@ def project(ds: Any, hook: str, directions: Any, name: str, threads: int | None 
         raise QueryError("dataset: the store has no committed rows to query")
     if not isinstance(name, str) or not name or "/" in name:
         raise QueryError(f"name: must be a non-empty hook name without '/', got {name!r}")
+    if name in ds.manifest.hooks:
+        raise QueryError(f"name: {name!r} is already a hook of this dataset")
     dirs = as_array("directions", directions, (1, 2))
     dirs = dirs.reshape(1, -1) if dirs.ndim == 1 else dirs
     if dirs.shape[1] != int(np.prod(info.shape)):
         raise QueryError(f"directions: width {dirs.shape[1]} does not match hook {hook} "
                          f"(d = {int(np.prod(info.shape))})")
     d64 = directions.detach().cpu().double().numpy() if hasattr(directions, "detach") else directions
+    mapper = None
+    if address is not None:
+        from actlake.client.query import executor_for
+
+        mapper = executor_for(address, threads).map
     rec, _ = write_projection(ds.store, ds.snapshot, ds.manifest.hooks, ds.chunk_rows, hook,
-                              np.asarray(d64, dtype=np.float64).reshape(dirs.shape), name, threads, progress)
+                              np.asarray(d64, dtype=np.float64).reshape(dirs.shape), name, threads, progress,
+                              mapper)
     ds.manifest.hooks[name] = rec.info  # the open snapshot sees it now; its fragments are all covered
     ds.snapshot = dataclasses.replace(ds.snapshot, derived=(*ds.snapshot.derived, rec))
     return name
