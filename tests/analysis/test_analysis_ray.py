@@ -25,6 +25,10 @@ def test_ray_equals_local(ray_local, tmp_path):
     j = actlake.join(ds, actlake.open_dataset(uri))
     t_local = j.query.topk("a/h", unit=[1, 2], k=6, tasks=4, context=-1)
     assert j.query.topk("a/h", unit=[1, 2], k=6, tasks=4, context=-1, address="local").equals(t_local)
+    d_local = j.query.topk("b/h", unit=1, k=5, tasks=4, context=1, dedup="context")  # columns travel with the scan
+    assert j.query.topk("b/h", unit=1, k=5, tasks=4, context=1, dedup="context", address="local").equals(d_local)
+    s_local = j.query.sample_intervals("a/h", unit=0, bins=3, per_bin=2, tasks=3)
+    assert j.query.sample_intervals("a/h", unit=0, bins=3, per_bin=2, tasks=3, address="local").equals(s_local)
 
 
 def test_project_on_ray_bit_equal(ray_local, tmp_path):
