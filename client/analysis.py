@@ -118,7 +118,7 @@ def _run(ctx: RangeScan, plan: list, agg: Any, address: str | None, threads: int
 def comoments(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = None, units_b: Any = None,
               direction_a: Any = None, direction_b: Any = None, encoder_a: Any = None, encoder_b: Any = None,
               address: str | None = None, threads: int | None = None, progress: Any = None,
-              tasks: int | None = None, max_temp_bytes: int | None = None,
+              tasks: int | None = None, max_temp_bytes: int = 64 << 20,
               precision: str = "float64") -> tuple[dict, Projection, Projection, bool]:
     """One pass of float64 co-moments between two column sets.  Returns (state, proj_a, proj_b, same).
 

@@ -11,7 +11,7 @@ from actlake.query.comoments import CoMoments, PairBlock, correlation, covarianc
 
 import actlake
 
-N, P = 20000, 48
+N, P = 40000, 48
 
 
 def bf16(x):
@@ -32,7 +32,7 @@ def cases():
     }
 
 
-def fold(agg, a, b, block=5000):
+def fold(agg, a, b, block=8192):
     s = agg.zero()
     for lo in range(0, len(a), block):
         s = agg.update(s, PairBlock(a[lo:lo + block], None if b is None else b[lo:lo + block], None))
