@@ -41,6 +41,7 @@ FRAG_CHUNKS = 16
 def build(root: Path, rows: int) -> str:
     import pyarrow as pa
     import torch
+
     from actlake.store.dtypes import tensor_to_storage
     from actlake.store.writer import DatasetWriter
 
@@ -167,12 +168,14 @@ def main() -> None:
     print(f"store: {big} ({max(rows.values()):,} rows; built/checked in {time.perf_counter() - t:.0f} s)", flush=True)
     res: dict = {}
     for what in ("correlate", "pca"):
-        uris = {"small": prefix(big, a.small), "big": big if rows[what] == max(rows.values()) else prefix(big, rows[what])}
+        full = rows[what] == max(rows.values())
+        uris = {"small": prefix(big, a.small), "big": big if full else prefix(big, rows[what])}
         for prec in a.precisions.split(","):
             runs = {n: child(u, what, a.threads, prec) for n, u in uris.items()}
             res[f"{what}/{prec}"] = runs
             r = runs["big"]
-            print(f"{what:9s} {prec}: ours {r['rows_per_s'] / 1e6:6.3f} M rows/s ({r['rows']:,} rows, {r['seconds']:.1f} s)  "
+            print(f"{what:9s} {prec}: ours {r['rows_per_s'] / 1e6:6.3f} M rows/s "
+                  f"({r['rows']:,} rows, {r['seconds']:.1f} s)  "
                   f"bare float64 matmul {r['bare_rows_per_s'] / 1e6:6.3f} M rows/s  "
                   f"ratio {r['rows_per_s'] / r['bare_rows_per_s']:.2f}  | CPU s per M rows: ours "
                   f"{r['cpu_s_per_mrow']:.1f}, bare {r['bare_cpu_s_per_mrow']:.1f} "

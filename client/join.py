@@ -172,7 +172,8 @@ class JoinedDataset:
         cache = self.__dict__.setdefault("_columns", {})
         if name not in cache:
             if name not in _keys_of(self.ds_a):
-                raise QueryError(f"{name}: provenance column {name!r} is not in side a ({', '.join(_keys_of(self.ds_a))})")
+                cols = ", ".join(_keys_of(self.ds_a))
+                raise QueryError(f"{name}: provenance column {name!r} is not in side a ({cols})")
             from actlake.query.scan import _column
 
             t = _prov(self.ds_a, [name])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from actlake.query.values import to_float32
 from actlake.schemas.errors import QueryError
 from actlake.schemas.fragment import DerivedRecord, FragmentRecord

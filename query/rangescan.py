@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from actlake.query.aggregates import Block, State
 from actlake.query.comoments import PairBlock
 from actlake.query.plan import PlanItem, make_plan

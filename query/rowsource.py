@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from actlake.query.values import to_float32
 from actlake.schemas.errors import QueryError
 from actlake.schemas.fragment import FragmentRecord

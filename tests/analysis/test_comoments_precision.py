@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from actlake.query.comoments import CoMoments, PairBlock, correlation, covariance
 
 import actlake
+from actlake.query.comoments import CoMoments, PairBlock, correlation, covariance
 
 N, P = 40000, 48
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from actlake.query.topk import IntervalSample, interval_of
-from actlake.schemas.errors import AlignmentError, QueryError
 
 import actlake
+from actlake.query.topk import IntervalSample, interval_of
+from actlake.schemas.errors import AlignmentError, QueryError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "query"))
