@@ -23,6 +23,9 @@ from actlake.cli_query import (
     out,
 )
 
+PRECISION = typer.Option("float64", help="products in 'float64', or 'float32' (float64-centred blocks, "
+                         "merged in float64; ~1e-6 of float64, less CPU)")
+
 
 def correlate(uri: str = URI, hook: str = HOOK,
               hook_b: str | None = typer.Option(None, help="second hook (default: the same hook)"),
@@ -30,7 +33,8 @@ def correlate(uri: str = URI, hook: str = HOOK,
               units_b: str | None = typer.Option(None, help="units of the second hook (default all)"),
               best: str = typer.Option("max", help="best match by 'max' correlation or 'abs' value"),
               matrix: str | None = typer.Option(None, help="also save the float64 matrix to this .npy file"),
-              out_path: str | None = OUT, address: str | None = ADDRESS, tasks: int | None = TASKS) -> None:
+              precision: str = PRECISION, out_path: str | None = OUT, address: str | None = ADDRESS,
+              tasks: int | None = TASKS) -> None:
     """Pearson correlation between units of two hooks (one pass, float64); prints each unit's best match."""
     import actlake
 
@@ -39,7 +43,7 @@ def correlate(uri: str = URI, hook: str = HOOK,
         raise _qerr(f"matrix: {matrix!r} must end in .npy")
     ds = actlake.open_dataset(uri)
     res = _run("correlate", ds.query.correlate, hook_a=hook, hook_b=hook_b, units_a=_ints("units", units),
-               units_b=_ints("units-b", units_b), best=best, address=address, tasks=tasks)
+               units_b=_ints("units-b", units_b), best=best, precision=precision, address=address, tasks=tasks)
     _show(res.best, f"best matches of {hook} in {hook_b or hook} ({res.n:,} rows)")
     _write(res.best, out_path)
     if matrix is not None:
@@ -49,7 +53,8 @@ def correlate(uri: str = URI, hook: str = HOOK,
 
 def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "-n", "--n-components"),
         cosine: str | None = typer.Option(None, help=".npy/.pt file of [d] or [m, d] vectors: cosine with each PC"),
-        out_path: str | None = OUT, address: str | None = ADDRESS, tasks: int | None = TASKS) -> None:
+        precision: str = PRECISION, out_path: str | None = OUT, address: str | None = ADDRESS,
+        tasks: int | None = TASKS) -> None:
     """Principal components of a hook (streaming float64 covariance, eigendecomposition at the end)."""
     import pyarrow as pa
 
@@ -58,7 +63,8 @@ def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "
     _check_out(out_path)
     vecs = _direction(cosine)
     ds = actlake.open_dataset(uri)
-    res = _run("pca", ds.query.pca, hook=hook, n_components=n_components, address=address, tasks=tasks)
+    res = _run("pca", ds.query.pca, hook=hook, n_components=n_components, precision=precision, address=address,
+               tasks=tasks)
     cols = {"component": pa.array(np.arange(len(res.explained_variance))),
             "explained_variance": pa.array(res.explained_variance),
             "explained_variance_ratio": pa.array(res.explained_variance_ratio)}
@@ -73,13 +79,14 @@ def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "
 
 def project(uri: str = URI, hook: str = HOOK,
             directions: str = typer.Option(..., help=".npy/.npz/.pt/.safetensors: [C, d] directions (rows)"),
-            name: str = typer.Option(..., help="name of the new derived hook")) -> None:
+            name: str = typer.Option(..., help="name of the new derived hook"),
+            address: str | None = ADDRESS) -> None:
     """Write every row's values on the directions as a new derived hook (float32, committed)."""
     import actlake
 
     dirs = _direction(directions)
     ds = actlake.open_dataset(uri)
-    _run("project", ds.query.project, hook=hook, directions=dirs, name=name)
+    _run("project", ds.query.project, hook=hook, directions=dirs, name=name, address=address)
     out.print(f"derived hook {name!r}: {ds.num_rows:,} rows × {np.atleast_2d(dirs).shape[0]} (float32)")
 
 

@@ -1,17 +1,22 @@
 """Benchmark: correlate (512 × 512 units of two hooks) and PCA (768-wide hook) against a bare numpy
 float64 matmul of the same blocks; peak RSS at two row counts.
 
-    .venv/bin/python bench/analysis.py [--rows 5000000] [--small 1000000] [--pca-rows 2000000]
+    .venv/bin/python bench/analysis.py [--rows 5000000] [--small 1000000] [--pca-rows N] [--quick]
 
 * store: DatasetWriter, bf16 hooks ``a`` [512], ``b`` [512], ``p`` [768], 8,192-row chunks, written
-  once under ``--dir`` (16 distinct random blocks written cyclically: throughput does not depend on
-  the values).  The smaller row count is a snapshot prefix of the same store (its first commits).
-* ours: ``ds.query.correlate("a", "b")`` and ``ds.query.pca("p", 10)``, each in a fresh process
-  (peak RSS = VmHWM of that process), page cache warm from writing the store (``BENCH_WARMUP=1`` adds an untimed pass).
+  once under ``--dir`` with max(--rows, --pca-rows) rows (16 distinct random blocks written
+  cyclically: throughput does not depend on the values).  Every other row count is a snapshot prefix
+  of the same store (its first commits).  5 M rows = 18 GB on disk.
+* ours: ``ds.query.correlate("a", "b")`` and ``ds.query.pca("p", 10)``, with ``precision="float64"``
+  (default) and ``"float32"`` (float32 products of float64-centred blocks, merged in float64), each
+  in a fresh process (peak RSS = VmHWM of that process), page cache as left by writing the store
+  (``BENCH_WARMUP=1`` adds an untimed pass).
 * bare: the inner loop alone on in-memory float64 blocks of 8,192 rows: ``acc += A.T @ B`` (and
   ``A.T @ A``), same BLAS, same threads — no reading, casting or centring; measured in the same
   child process just before and after the query (mean), so both see the same machine load.
-Prints rows/s side by side and the ratio (target >= 0.5), and RSS at both row counts."""
+Prints, per analysis and precision, rows/s side by side with the ratio (target >= 0.5), CPU seconds
+per million rows (process time, all threads: meaningful on a shared machine, where wall-clock ratios
+are not), and peak RSS at both row counts."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +41,7 @@ FRAG_CHUNKS = 16
 def build(root: Path, rows: int) -> str:
     import pyarrow as pa
     import torch
+
     from actlake.store.dtypes import tensor_to_storage
     from actlake.store.writer import DatasetWriter
 
@@ -82,25 +88,31 @@ def prefix(uri: str, rows: int) -> str:
         total += json.loads(c.read_text())["fragment"]["num_rows"]
         shutil.copy(c, tmp / "_commits" / c.name)
         v += 1
+    manifest = json.loads((tmp / "actlake.json").read_text())  # a complete job of the prefix's size
+    manifest.update(num_rows=total, num_fragments=v)
+    (tmp / "actlake.json").write_text(json.dumps(manifest))
     tmp.rename(dst)
     return str(dst)
 
 
-def run_query(uri: str, what: str, threads: int) -> None:
-    """Child process: one warm-up pass, then the timed one; emits rows/s and peak RSS."""
+def run_query(uri: str, what: str, threads: int, precision: str) -> None:
+    """Child process: the timed query between two bare-matmul measurements; emits rows/s, CPU
+    seconds and peak RSS."""
     import actlake
 
     ds = actlake.open_dataset(uri)
-    fn = (lambda: ds.query.correlate("a", "b", threads=threads)) if what == "correlate" else \
-        (lambda: ds.query.pca("p", 10, threads=threads))
+    fn = (lambda: ds.query.correlate("a", "b", threads=threads, precision=precision)) if what == "correlate" else \
+        (lambda: ds.query.pca("p", 10, threads=threads, precision=precision))
     if os.environ.get("BENCH_WARMUP", "0") == "1":
         fn()  # page cache warm-up (off by default: the store was just written, and this is compute-bound)
-    b0 = bare(what)["rows_per_s"]  # the bare loop right before and after, in this process:
-    t = time.perf_counter()        # on a shared machine both see the same contention
+    b0 = bare(what)  # the bare loop right before and after, in this process:
+    t, c = time.perf_counter(), time.process_time()  # on a shared machine both see the same contention
     fn()
-    dt = time.perf_counter() - t
-    b1 = bare(what)["rows_per_s"]
-    emit({"rows": ds.num_rows, "seconds": dt, "rows_per_s": ds.num_rows / dt, "bare_rows_per_s": (b0 + b1) / 2})
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    b1 = bare(what)
+    emit({"rows": ds.num_rows, "seconds": dt, "rows_per_s": ds.num_rows / dt, "cpu_s_per_mrow": dc / ds.num_rows * 1e6,
+          "bare_rows_per_s": (b0["rows_per_s"] + b1["rows_per_s"]) / 2,
+          "bare_cpu_s_per_mrow": (b0["cpu_s_per_mrow"] + b1["cpu_s_per_mrow"]) / 2})
 
 
 def bare(what: str, reps: int = 48) -> dict:
@@ -115,48 +127,61 @@ def bare(what: str, reps: int = 48) -> dict:
         acc = np.zeros((768, 768))
     for a, b in blocks:
         acc += a.T @ b
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for i in range(reps):
         a, b = blocks[i % len(blocks)]
         acc += a.T @ b
-    dt = time.perf_counter() - t
-    return {"rows_per_s": reps * BLOCK / dt}
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    return {"rows_per_s": reps * BLOCK / dt, "cpu_s_per_mrow": dc / (reps * BLOCK) * 1e6}
 
 
-def child(uri: str, what: str, threads: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", what, "--uri", uri, "--threads", str(threads)],
-                         capture_output=True, text=True, check=True).stdout
+def child(uri: str, what: str, threads: int, precision: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", what, "--uri", uri, "--threads", str(threads),
+                          "--precision", precision], capture_output=True, text=True, check=True).stdout
     return json.loads(out.split(RESULT_MARK)[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=5_000_000, help="rows of the correlate store")
-    ap.add_argument("--small", type=int, default=1_000_000, help="second row count (RSS check)")
+    ap.add_argument("--rows", type=int, default=5_000_000, help="rows for correlate")
+    ap.add_argument("--small", type=int, default=1_000_000, help="second row count (RSS check), both analyses")
     ap.add_argument("--pca-rows", type=int, default=None, help="rows for PCA (default: --rows)")
+    ap.add_argument("--precisions", default="float64,float32", help="comma-separated: float64, float32")
+    ap.add_argument("--quick", action="store_true", help="a check that it runs: --rows 262144 --small 131072")
     ap.add_argument("--threads", type=int, default=2, help="query threads (default 2 = this machine's cores)")
     ap.add_argument("--dir", default="/tmp/actlake-bench-analysis")
     ap.add_argument("--child", default=None)
     ap.add_argument("--uri", default=None)
+    ap.add_argument("--precision", default="float64", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        return run_query(a.uri, a.child, a.threads)
+        return run_query(a.uri, a.child, a.threads, a.precision)
+    if a.quick:
+        a.rows, a.small = 262_144, 131_072
+    rows = {"correlate": a.rows, "pca": a.pca_rows or a.rows}
+    if a.small >= min(rows.values()):
+        raise SystemExit(f"error: --small ({a.small:,}) must be below --rows / --pca-rows")
     root = Path(a.dir)
     root.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    big = build(root, a.rows)
-    print(f"store: {big} ({a.rows:,} rows; built/checked in {time.perf_counter() - t:.0f} s)", flush=True)
-    small = prefix(big, a.small)
-    res = {}
+    big = build(root, max(rows.values()))
+    print(f"store: {big} ({max(rows.values()):,} rows; built/checked in {time.perf_counter() - t:.0f} s)", flush=True)
+    res: dict = {}
     for what in ("correlate", "pca"):
-        runs = {n: child(u, what, a.threads) for n, u in (("small", small), ("big", big))}
-        res[what] = runs
-        r = runs["big"]
-        b = {"rows_per_s": r["bare_rows_per_s"]}
-        print(f"{what:9s}: ours {r['rows_per_s'] / 1e6:6.3f} M rows/s ({r['rows']:,} rows, {r['seconds']:.1f} s)  "
-              f"bare float64 matmul {b['rows_per_s'] / 1e6:6.3f} M rows/s  ratio {r['rows_per_s'] / b['rows_per_s']:.2f}  "
-              f"| peak RSS {runs['small']['peak_rss_mb']:.0f} MB at {runs['small']['rows']:,} rows, "
-              f"{r['peak_rss_mb']:.0f} MB at {r['rows']:,} rows", flush=True)
+        full = rows[what] == max(rows.values())
+        uris = {"small": prefix(big, a.small), "big": big if full else prefix(big, rows[what])}
+        for prec in a.precisions.split(","):
+            runs = {n: child(u, what, a.threads, prec) for n, u in uris.items()}
+            res[f"{what}/{prec}"] = runs
+            r = runs["big"]
+            print(f"{what:9s} {prec}: ours {r['rows_per_s'] / 1e6:6.3f} M rows/s "
+                  f"({r['rows']:,} rows, {r['seconds']:.1f} s)  "
+                  f"bare float64 matmul {r['bare_rows_per_s'] / 1e6:6.3f} M rows/s  "
+                  f"ratio {r['rows_per_s'] / r['bare_rows_per_s']:.2f}  | CPU s per M rows: ours "
+                  f"{r['cpu_s_per_mrow']:.1f}, bare {r['bare_cpu_s_per_mrow']:.1f} "
+                  f"(ratio {r['bare_cpu_s_per_mrow'] / r['cpu_s_per_mrow']:.2f})  | peak RSS "
+                  f"{runs['small']['peak_rss_mb']:.0f} MB at {runs['small']['rows']:,} rows, "
+                  f"{r['peak_rss_mb']:.0f} MB at {r['rows']:,} rows", flush=True)
     print(json.dumps(res))
 
 

@@ -165,6 +165,21 @@ class JoinedDataset:
         base = StoreRows(ds.store, snap.fragments, snap.offsets.tolist(), ds.manifest.hooks, ds.chunk_rows)
         return MappedRows(base, (self.index_a, self.index_b)[i], {hook: h})
 
+    def column(self, name: str) -> np.ndarray:
+        """Side a's provenance column ``name`` over the joined rows: ``[num_rows]`` (numbers as numpy
+        dtypes, strings as object arrays), read once and cached (8 bytes a row for ids).
+        Raises: QueryError if side a has no such column."""
+        cache = self.__dict__.setdefault("_columns", {})
+        if name not in cache:
+            if name not in _keys_of(self.ds_a):
+                cols = ", ".join(_keys_of(self.ds_a))
+                raise QueryError(f"{name}: provenance column {name!r} is not in side a ({cols})")
+            from actlake.query.scan import _column
+
+            t = _prov(self.ds_a, [name])
+            cache[name] = _column(t, name)[self.index_a]
+        return cache[name]
+
     def _ids(self, row_ids: Any) -> np.ndarray:
         ids = np.asarray(row_ids, dtype=np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_rows):

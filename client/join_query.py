@@ -1,8 +1,10 @@
-"""``joined.query``: top-k, bottom-k, stats, correlate, covariance and PCA over a JoinedDataset.
+"""``joined.query``: top-k / bottom-k (with ``dedup="context"``), interval samples, stats (``by``,
+histograms), correlate, covariance and PCA over a JoinedDataset.
 
 Same aggregates (``query/topk.py``, ``query/aggregates.py``, ``query/comoments.py``) and the same
 plan / merge execution as ``ds.query``, over row ranges of the joined row space
-(``query/rangescan.py``); provenance and contexts come from side a."""
+(``query/rangescan.py``); provenance, contexts and the dedup / group-by columns come from side a
+(``JoinedDataset.column``), row ids are joined row ids."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,10 +13,11 @@ import numpy as np
 import pyarrow as pa
 
 from actlake.client import analysis
-from actlake.query.aggregates import Combined, Density, Moments
+from actlake.query.aggregates import Combined, Density, Grouped, Histogram, Moments, RowSummary
 from actlake.query.rangescan import RangeScan, range_plan
-from actlake.query.topk import TopK
-from actlake.query.validate import parse_spec, projection_for
+from actlake.query.topk import IntervalSample, Maximum, TopK
+from actlake.query.validate import check_columns, parse_spec, projection_for
+from actlake.schemas.errors import QueryError
 
 
 class JoinedQuery:
@@ -28,29 +31,16 @@ class JoinedQuery:
         src = analysis.row_source(self.j, hook)
         spec = parse_spec(kind=kind, hook=hook, unit=unit, direction=direction, encoder=encoder, tasks=tasks, **spec_kw)
         proj = projection_for(spec, src.hooks[hook])
-        ctx = RangeScan(src, hook, proj)
+        need = check_columns(spec, list(self.j.ds_a.manifest.provenance_columns))
+        ctx = RangeScan(src, hook, proj, need_x=kind == "stats" and bool(spec.rows),
+                        cols={c: self.j.column(c) for c in need})
         return spec, ctx, range_plan(src.num_rows, ctx.block_rows, src.hooks[hook].row_bytes, spec.tasks)
 
-    def topk(self, hook: str, unit: Any = None, direction: Any = None, k: int = 20, context: int = 8,
-             largest: bool = True, encoder: Any = None, address: str | None = None, progress: Any = None,
-             tasks: int | None = None) -> pa.Table:
-        """As ``ds.query.topk`` (no ``dedup``): ``unit``/``direction``/``latent``, ``rank``, ``row_id``
-        (joined), ``value``, side a's provenance with ``row_id_a``/``row_id_b``, and ``context``.
-        Raises: QueryError (unknown hook, bad unit / direction, k <= 0)."""
-        spec, ctx, plan = self._scan(hook, unit, direction, encoder, "topk" if largest else "bottomk", tasks, k=k)
-        agg = TopK(ctx.proj_a.num_values, spec.k, largest=largest)
-        res = agg.finalize(analysis._run(ctx, plan, agg, address, self.threads, progress))
-        vals, rids = res["values"], res["row_ids"]
-        p = ctx.proj_a
-        idx = p.units if p.units is not None else np.arange(p.num_values)
-        col = np.broadcast_to(np.arange(vals.shape[1])[None, :], vals.shape)
-        rank = np.broadcast_to(np.arange(vals.shape[0])[:, None], vals.shape)
-        label = "unit" if unit is not None else "direction" if direction is not None else "latent"
-        keep = (rids >= 0).T.reshape(-1)
-        rid = rids.T.reshape(-1)[keep]
-        table = pa.table({label: pa.array(idx[col.T.reshape(-1)][keep].astype(np.int64)),
-                          "rank": pa.array(rank.T.reshape(-1)[keep].astype(np.int32)),
-                          "row_id": pa.array(rid), "value": pa.array(vals.T.reshape(-1)[keep])})
+    def _exec(self, ctx: RangeScan, plan: list, agg: Any, address: str | None, progress: Any) -> Any:
+        return agg.finalize(analysis._run(ctx, plan, agg, address, self.threads, progress))
+
+    def _with_provenance(self, table: pa.Table, context: int) -> pa.Table:
+        rid = table.column("row_id").to_numpy()
         prov = self.j.provenance(rid).drop_columns(["row_id"])
         for name in prov.column_names:
             table = table.append_column(name, prov.column(name))
@@ -59,19 +49,85 @@ class JoinedQuery:
             table = table.append_column("context", pa.array(ctxs, pa.string()))
         return table
 
+    def topk(self, hook: str, unit: Any = None, direction: Any = None, k: int = 20, context: int = 8,
+             dedup: str | None = None, largest: bool = True, encoder: Any = None, address: str | None = None,
+             progress: Any = None, tasks: int | None = None) -> pa.Table:
+        """As ``ds.query.topk``: ``unit``/``direction``/``latent``, ``rank``, ``row_id`` (joined),
+        ``value``, side a's provenance with ``row_id_a``/``row_id_b``, and ``context``.
+        ``dedup="context"`` keeps one row per context of side a (its ``context_id``).
+        Raises: QueryError (unknown hook, bad unit / direction, k <= 0, no ``context_id`` for dedup)."""
+        spec, ctx, plan = self._scan(hook, unit, direction, encoder, "topk" if largest else "bottomk", tasks, k=k,
+                                     context=max(context, 0), dedup=dedup)
+        agg = TopK(ctx.proj_a.num_values, spec.k, largest=largest, dedup="context_id" if spec.dedup else None)
+        res = self._exec(ctx, plan, agg, address, progress)
+        vals, rids = res["values"], res["row_ids"]
+        p = ctx.proj_a
+        idx = p.units if p.units is not None else np.arange(p.num_values)
+        col = np.broadcast_to(np.arange(vals.shape[1])[None, :], vals.shape)
+        rank = np.broadcast_to(np.arange(vals.shape[0])[:, None], vals.shape)
+        label = "unit" if unit is not None else "direction" if direction is not None else "latent"
+        keep = (rids >= 0).T.reshape(-1)
+        table = pa.table({label: pa.array(idx[col.T.reshape(-1)][keep].astype(np.int64)),
+                          "rank": pa.array(rank.T.reshape(-1)[keep].astype(np.int32)),
+                          "row_id": pa.array(rids.T.reshape(-1)[keep]), "value": pa.array(vals.T.reshape(-1)[keep])})
+        return self._with_provenance(table, context)
+
     def bottomk(self, hook: str, unit: Any = None, direction: Any = None, k: int = 20, context: int = 8,
-                **kw: Any) -> pa.Table:
+                dedup: str | None = None, **kw: Any) -> pa.Table:
         """``topk(..., largest=False)``."""
-        return self.topk(hook, unit, direction, k, context, largest=False, **kw)
+        return self.topk(hook, unit, direction, k, context, dedup, largest=False, **kw)
+
+    def sample_intervals(self, hook: str, unit: Any = None, bins: int = 11, per_bin: int = 10, direction: Any = None,
+                         encoder: Any = None, seed: int = 0, context: int = 8, address: str | None = None,
+                         progress: Any = None, tasks: int | None = None) -> pa.Table:
+        """As ``ds.query.sample_intervals`` over the joined rows: ``bin``, ``lo``, ``hi``, ``row_id``
+        (joined), ``value``, provenance and ``context``; the sample depends on the joined row ids
+        and ``seed`` only.  Raises: QueryError as ``topk``, and for more than one unit/direction."""
+        spec, ctx, plan = self._scan(hook, unit, direction, encoder, "intervals", tasks, bins=bins, per_bin=per_bin,
+                                     seed=seed)
+        if ctx.proj_a.num_values != 1:
+            label = "unit" if unit is not None else "direction" if direction is not None else "latent"
+            raise QueryError(f"{label}: sample_intervals takes one unit/direction/latent, got {ctx.proj_a.num_values}")
+        vmax = float(self._exec(ctx, plan, Maximum(1), address, progress)[0])
+        edges = np.linspace(0.0, max(vmax, 0.0), spec.bins + 1)
+        if not vmax > 0:
+            res = {"bin": np.empty(0, np.int64), "row_ids": np.empty(0, np.int64), "values": np.empty(0, np.float32)}
+        else:
+            res = self._exec(ctx, plan, IntervalSample(spec.bins, spec.per_bin, vmax, spec.seed), address, progress)
+        b = res["bin"]
+        table = pa.table({"bin": pa.array(b), "lo": pa.array(edges[b]), "hi": pa.array(edges[b + 1]),
+                          "row_id": pa.array(res["row_ids"]), "value": pa.array(res["values"])})
+        return self._with_provenance(table, context)
 
     def stats(self, hook: str, unit: Any = None, direction: Any = None, encoder: Any = None, threshold: float = 0.0,
+              by: str | None = None, histogram_bins: int | None = None, rows: bool = True,
               address: str | None = None, progress: Any = None, tasks: int | None = None) -> dict:
-        """Per-unit ``count``, ``mean``, ``var``, ``skew``, ``kurtosis``, ``min``, ``max``, ``density``,
-        ``active`` over the joined rows (float64, Pébay moments)."""
-        _, ctx, plan = self._scan(hook, unit, direction, encoder, "stats", tasks, threshold=threshold)
+        """As ``ds.query.stats`` for one hook over the joined rows: per-unit ``count``, ``mean``,
+        ``var``, ``skew``, ``kurtosis``, ``min``, ``max``, ``density``, ``active`` (float64, Pébay
+        moments); ``by`` groups on a provenance column of side a; ``histogram_bins`` adds ``hist`` /
+        ``hist_edges`` (second pass); ``rows`` (all units only) adds ``row_norm`` / ``row_kurtosis``.
+        Raises: QueryError (unknown hook or ``by`` column, bad unit / direction)."""
+        spec, ctx, plan = self._scan(hook, unit, direction, encoder, "stats", tasks, threshold=threshold, by=by,
+                                     histogram_bins=histogram_bins,
+                                     rows=rows and unit is None and direction is None and encoder is None)
         c = ctx.proj_a.num_values
-        agg = Combined({"m": Moments(c), "d": Density(c, threshold)})
-        return agg.finalize(analysis._run(ctx, plan, agg, address, self.threads, progress))
+        parts: dict[str, Any] = {"m": Moments(c), "d": Density(c, spec.threshold)}
+        if spec.rows:
+            parts["r"] = RowSummary()
+
+        def wrap(a: Any) -> Any:
+            return Grouped(a, spec.by) if spec.by else a
+
+        res = self._exec(ctx, plan, wrap(Combined(parts)), address, progress)
+        if spec.histogram_bins:
+            flat = list(res.values()) if spec.by else [res]
+            lo = float(np.nanmin([np.nanmin(r["min"]) for r in flat]))
+            hi = float(np.nanmax([np.nanmax(r["max"]) for r in flat]))
+            ctx.need_x = False
+            hist = self._exec(ctx, plan, wrap(Histogram(c, spec.histogram_bins, lo, hi)), address, progress)
+            for key in (res if spec.by else [None]):
+                (res[key] if spec.by else res).update(hist[key] if spec.by else hist)
+        return res
 
     def correlate(self, hook_a: str, hook_b: str | None = None, units_a: Any = None, units_b: Any = None,
                   **kw: Any) -> analysis.CorrelationResult:
@@ -80,7 +136,9 @@ class JoinedQuery:
                                   **kw)
 
     def covariance(self, hook: str, **kw: Any) -> np.ndarray:
+        """As ``ds.query.covariance`` over the joined rows."""
         return analysis.covariance(self.j, hook, threads=kw.pop("threads", self.threads), **kw)
 
     def pca(self, hook: str, n_components: int, **kw: Any) -> analysis.PCAResult:
+        """As ``ds.query.pca`` over the joined rows."""
         return analysis.pca(self.j, hook, n_components, threads=kw.pop("threads", self.threads), **kw)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from actlake.query.aggregates import Block, State
 from actlake.query.comoments import PairBlock
 from actlake.query.plan import PlanItem, make_plan
@@ -28,6 +29,9 @@ class RangeScan:
         source_b / hook_b / proj_b: the second set; ``hook_b`` None makes blocks single (``Block``).
         same: the second set is the first (auto-correlation, covariance): ``PairBlock.b`` is None.
         block_rows: rows read and folded at a time.  need_x: single blocks carry the full rows.
+        cols: provenance columns over the whole row space (name → ``[num_rows]`` array; e.g. a
+            join's ``context_id`` for top-k dedup, the ``by`` column of grouped stats), sliced into
+            each single block's ``Block.cols``.
     """
 
     source_a: Any
@@ -39,6 +43,7 @@ class RangeScan:
     same: bool = False
     block_rows: int = 8192
     need_x: bool = False
+    cols: dict[str, np.ndarray] = field(default_factory=dict)
 
     def scan(self, item: PlanItem, agg: Any) -> State:
         """Fold rows ``[item.first_row, item.first_row + item.rows)`` into ``agg.zero()``."""
@@ -52,7 +57,8 @@ class RangeScan:
             rid = np.arange(lo, hi, dtype=np.int64)
             va = self.proj_a(xa)
             if self.hook_b is None:
-                state = agg.update(state, Block(va, rid, xa if self.need_x else None))
+                cols = {k: v[lo:hi] for k, v in self.cols.items()}
+                state = agg.update(state, Block(va, rid, xa if self.need_x else None, cols))
                 continue
             if self.same:
                 state = agg.update(state, PairBlock(va, None, rid))

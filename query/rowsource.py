@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from actlake.query.values import to_float32
 from actlake.schemas.errors import QueryError
 from actlake.schemas.fragment import FragmentRecord
@@ -79,7 +80,26 @@ class StoreRows:
                                       out[o:o + c1 - c0])
             pos = int(offs[f]) + hi
             f += 1
-        return to_float32(out, info.dtype).reshape(n, d)
+        if bufs is None or info.dtype == "float32":
+            return to_float32(out, info.dtype).reshape(n, d)
+        return _widen_into(out.reshape(n, d), info.dtype, bufs, hook)
+
+
+def _widen_into(raw: np.ndarray, dtype: str, bufs: dict, hook: str) -> np.ndarray:
+    """``to_float32(raw, dtype)`` written into a float32 buffer kept in ``bufs`` (no allocation or
+    page faults per block; same bits).  Args: raw ``[n, d]`` uint16 (bf16 bits) or float16."""
+    key = f"{hook}\0f32"
+    buf = bufs.get(key)
+    if buf is None or buf.size < raw.size:
+        buf = bufs[key] = np.empty(raw.size, np.uint32)
+    u = buf[: raw.size].reshape(raw.shape)
+    if dtype == "bfloat16":
+        np.copyto(u, raw, casting="safe")  # uint16 → uint32, then the bits move to the high half
+        u <<= 16
+        return u.view(np.float32)
+    f = u.view(np.float32)
+    np.copyto(f, raw, casting="safe")  # float16 → float32 is exact
+    return f
 
 
 @dataclass

@@ -19,6 +19,10 @@ def _scan(ctx: ScanContext, item: PlanItem, agg: Any):
     return scan_item(ctx, item, agg)
 
 
+def _call(fn: Any, shared: Any, item: Any):
+    return fn(shared, item)
+
+
 class RayExecutor:
     """Runs a query's plan items as Ray tasks.
 
@@ -42,6 +46,7 @@ class RayExecutor:
         self.ray = ray
         self.max_in_flight = max_in_flight
         self._remote = ray.remote(num_cpus=1)(_scan)
+        self._call = ray.remote(num_cpus=1)(_call)
 
     def run(self, ctx: ScanContext, plan: list[PlanItem], agg: Any, progress: Progress | None = None) -> Any:
         """Same contract as ``LocalExecutor.run``: the merged (not finalized) state."""
@@ -58,6 +63,28 @@ class RayExecutor:
                 nxt += 1
             out = agg.merge(out, state)
             done += item.rows
+            if progress is not None:
+                progress(done, total)
+        return out
+
+    def map(self, fn: Any, shared: Any, items: list, sizes: list[int], progress: Progress | None = None) -> list:
+        """``[fn(shared, item) for item in items]`` as one Ray task per item, results in item order
+        (``query.derive.Mapper``: the per-fragment tasks of ``ds.query.project(..., address=)``).
+
+        Args: fn: a picklable top-level function.  shared: put in the object store once.
+            sizes: what each item adds to ``progress(done, total)`` (rows).
+        Raises: whatever ``fn`` raised in a task (Ray re-raises it with the original type)."""
+        ray = self.ray
+        ref, fn_ref = ray.put(shared), ray.put(fn)
+        total, done, out = sum(sizes), 0, []
+        pending = [self._call.remote(fn_ref, ref, it) for it in items[: self.max_in_flight]]
+        nxt = len(pending)
+        for size in sizes:
+            out.append(ray.get(pending.pop(0)))
+            if nxt < len(items):
+                pending.append(self._call.remote(fn_ref, ref, items[nxt]))
+                nxt += 1
+            done += size
             if progress is not None:
                 progress(done, total)
         return out

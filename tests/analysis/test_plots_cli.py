@@ -55,9 +55,11 @@ def test_cli_correlate_pca_project_plot(store, tmp_path):
     ref = np.corrcoef(x.astype(np.float64), w.astype(np.float64), rowvar=False)[:8, 8:]
     np.testing.assert_allclose(np.load(tmp_path / "m.npy"), ref, rtol=1e-9, atol=1e-12)
     assert pq.read_table(tmp_path / "c.parquet").column("best_unit").to_pylist() == np.argmax(ref, 1).tolist()
-    r = subprocess.run([EXE, "query", "pca", uri, "--hook", "h", "-n", "3", "--out", str(tmp_path / "p.csv")],
-                       capture_output=True, text=True)
+    r = subprocess.run([EXE, "query", "pca", uri, "--hook", "h", "-n", "3", "--out", str(tmp_path / "p.csv"),
+                        "--precision", "float32"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    w0 = np.linalg.eigvalsh(np.cov(x.astype(np.float64), rowvar=False))[::-1][:3]
+    np.testing.assert_allclose(pd_col(tmp_path / "p.csv", "explained_variance"), w0, rtol=1e-6)
     np.save(tmp_path / "D.npy", np.eye(8, dtype=np.float32)[:2])
     r = subprocess.run([EXE, "query", "project", uri, "--hook", "h", "--directions", str(tmp_path / "D.npy"),
                         "--name", "first2"], capture_output=True, text=True)
@@ -69,3 +71,12 @@ def test_cli_correlate_pca_project_plot(store, tmp_path):
     assert r.returncode == 0 and (tmp_path / "d.png").exists(), r.stderr
     r = subprocess.run([EXE, "query", "correlate", uri, "--hook", "h", "--units", "0,99"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("error") == 1
+    r = subprocess.run([EXE, "query", "correlate", uri, "--hook", "h", "--precision", "half"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.count("error") == 1 and "precision" in r.stderr
+
+
+def pd_col(path, name):
+    import pyarrow.csv as pcsv
+
+    return pcsv.read_csv(path).column(name).to_numpy()
