@@ -201,7 +201,7 @@ class RemoteDataset:
         """``ds.query`` run on the server: topk, bottomk, sample_intervals, stats, fetch (client/remote_query.py)."""
         from actlake.client.remote_query import RemoteQuery
 
-        return self.__dict__.setdefault("_query", RemoteQuery(self))
+        return self.__dict__.setdefault("_query", RemoteQuery(self))  # pyright: ignore[reportArgumentType]
 
     def sample(self, n: int, seed: int = 0, hooks: list[str] | str | None = None, filter: Any = None
                ) -> dict[str, torch.Tensor]:

@@ -172,9 +172,8 @@ def pack(v: Any) -> Any:
             raise RemoteError(f"cannot send an array of Python objects ({a.shape})")
         a = np.ascontiguousarray(a)
         return {"__nd__": [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode()]}
-    if hasattr(v, "item") and callable(v.item):  # numpy scalar
-        return v.item()
-    return v
+    item = getattr(v, "item", None)  # a numpy scalar
+    return item() if callable(item) and not isinstance(v, (str, bytes)) else v
 
 
 def unpack(v: Any) -> Any:
@@ -191,7 +190,7 @@ def unpack(v: Any) -> Any:
             try:
                 dtype, shape, data = v["__nd__"]
                 dt = np.dtype(dtype)
-                if dt == object:
+                if dt.kind == "O":
                     raise TypeError("object arrays are not sent")
                 return np.frombuffer(base64.b64decode(data), dtype=dt).reshape(shape).copy()
             except (TypeError, ValueError) as e:

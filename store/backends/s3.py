@@ -57,7 +57,7 @@ class S3Backend(FsspecBackend):
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        vars(self).update(state)
         self._client_lock = threading.Lock()
 
     @property

@@ -92,7 +92,7 @@ def get_into(client: Any, bucket: str, key: str, dst: memoryview, start: int) ->
     direct = (isinstance(fp, http.client.HTTPResponse) and not getattr(raw, "chunked", False)
               and not (raw.headers.get("content-encoding") if raw is not None else None))
     want = min(n, len(dst))
-    src = fp if direct else body
+    src: Any = fp if direct else body
     got = 0
     try:
         while got < want:
@@ -104,7 +104,7 @@ def get_into(client: Any, bucket: str, key: str, dst: memoryview, start: int) ->
         body.close()  # drop the connection: it is in an unknown state
         raise
     if direct and n == want:
-        raw.release_conn()  # body fully read: the connection goes back to the pool for the next GET
+        raw.release_conn()  # pyright: ignore[reportOptionalMemberAccess]  # direct implies raw; body fully read: the connection goes back to the pool for the next GET
     else:
         body.close()
     return total
