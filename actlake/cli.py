@@ -86,7 +86,9 @@ def extract(
         None, help="inf/NaN activations: error (NonFiniteError), warn (store and count) or clamp",
         show_default=_default("nonfinite")),
     tokens_per_context: int | None = typer.Option(
-        None, help="keep N random positions per context (seeded by the job seed)", show_default="all positions"),
+        None, help="keep N random positions per context (seeded by --seed)", show_default="all positions"),
+    seed: int | None = typer.Option(None, help="seed of token sampling and of the write-time row shuffle",
+                                    show_default=_default("seed")),
     weights: str | None = typer.Option(
         None, help="parameters to export next to the activations (names, wildcards, or blocks.*.attn.W_Q style; "
         "read with ds.weights(name))", show_default="none"),
@@ -101,7 +103,7 @@ def extract(
                  dtype=dtype, compression=compression, fragment_tokens=fragment_tokens, chunk_rows=chunk_rows,
                  num_workers=num_workers, device=device, progress=None if progress else False,
                  prepend_bos=prepend_bos, drop_tokens=drop_tokens, nonfinite=nonfinite,
-                 tokens_per_context=tokens_per_context, weights=weights)
+                 tokens_per_context=tokens_per_context, weights=weights, seed=seed)
     is_demo = config is None and all(v is None for v in (model, hooks, data, out_uri))
     if is_demo:
         job = parse_job({**DEMO_JOB, **{k: v for k, v in flags.items() if v is not None}})

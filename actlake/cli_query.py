@@ -135,13 +135,26 @@ def _write(table, path: Optional[str]) -> None:
 
 
 def _show(table, title: str) -> None:
-    t = Table(title=title)
+    """Print the first rows as a table.  Values are never wrapped inside a cell (a number split over
+    two lines reads as two numbers); only long text (``context``, histograms) folds.  A table wider than the console (a pipe
+    is 80 columns) is printed at its own width rather than squeezed."""
     plain = _plain(table)
-    for name in plain.column_names:
-        t.add_column(name, overflow="fold", max_width=60 if name in ("context",) else 24)
-    for row in plain.slice(0, SHOW_ROWS).to_pylist():
-        t.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()])
-    out.print(t)
+    rows = [[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()]
+            for row in plain.slice(0, SHOW_ROWS).to_pylist()]
+    t = Table(title=title)
+    need = 1
+    for j, name in enumerate(plain.column_names):
+        w = max([len(name)] + [len(r[j]) for r in rows])
+        if name == "context" or w > 24:  # text, histograms, vectors: folded
+            t.add_column(name, overflow="fold", min_width=min(w, 20), max_width=60)
+            need += min(w, 60) + 3
+        else:  # numbers, ids, short labels: never split
+            t.add_column(name, no_wrap=True, min_width=w)
+            need += w + 3
+    for r in rows:
+        t.add_row(*r)
+    printer = out if out.width >= need else Console(width=need, highlight=False)
+    printer.print(t)
     if table.num_rows > SHOW_ROWS:
         out.print(f"… {table.num_rows - SHOW_ROWS:,} more rows (use --out to get them all)")
 

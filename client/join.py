@@ -125,10 +125,13 @@ class JoinedDataset:
         self.ds_a, self.ds_b = ds_a, ds_b
         self.index_a, self.index_b, self.report = align(ds_a, ds_b, on_mismatch)
         common = set(ds_a.manifest.hooks) & set(ds_b.manifest.hooks)
-        self._side: dict[str, tuple[int, str]] = {}
+        self._canon: dict[str, tuple[int, str]] = {}  # the joined names: prefixed only where both sides have h
+        self._side: dict[str, tuple[int, str]] = {}  # those, and "a/NAME" / "b/NAME" for every hook
         for i, (ds, pre) in enumerate(((ds_a, prefixes[0]), (ds_b, prefixes[1]))):
             for h in ds.manifest.hooks:
-                self._side[pre + h if h in common else h] = (i, h)
+                self._canon[pre + h if h in common else h] = (i, h)
+                self._side[pre + h] = (i, h)
+        self._side.update(self._canon)
 
     @property
     def num_rows(self) -> int:
@@ -138,11 +141,11 @@ class JoinedDataset:
         return self.num_rows
 
     def __repr__(self) -> str:
-        return f"JoinedDataset({self.ds_a.uri!r} ⋈ {self.ds_b.uri!r}, rows={self.num_rows:,}, hooks={list(self._side)})"
+        return f"JoinedDataset({self.ds_a.uri!r} ⋈ {self.ds_b.uri!r}, rows={self.num_rows:,}, hooks={list(self._canon)})"
 
     @property
     def hooks(self) -> dict[str, dict[str, Any]]:
-        return {n: (self.ds_a, self.ds_b)[i].hooks[h] for n, (i, h) in self._side.items()}
+        return {n: (self.ds_a, self.ds_b)[i].hooks[h] for n, (i, h) in self._canon.items()}
 
     @property
     def hook_infos(self) -> dict[str, Any]:
@@ -150,10 +153,11 @@ class JoinedDataset:
         return {n: (self.ds_a, self.ds_b)[i].manifest.hooks[h] for n, (i, h) in self._side.items()}
 
     def _check(self, hooks: Any, arg: str = "hooks") -> list[str]:
-        names = list(self._side) if hooks is None else [hooks] if isinstance(hooks, str) else list(hooks)
+        names = list(self._canon) if hooks is None else [hooks] if isinstance(hooks, str) else list(hooks)
         bad = [h for h in names if h not in self._side]
         if bad:
-            raise QueryError(f"{arg}: {bad[0]!r} is not in this joined dataset; it has {', '.join(self._side)}")
+            raise QueryError(f"{arg}: {bad[0]!r} is not in this joined dataset; it has {', '.join(self._canon)} "
+                             "(any hook also as a/NAME or b/NAME)")
         return names
 
     def _row_source(self, hook: str, arg: str = "hook") -> MappedRows:

@@ -183,9 +183,11 @@ def check_model(job: JobSpec) -> None:
                              "(its config has no image_size/vision_config); give it text data")
         return
     if not has_tokenizer(path, cfg):
-        kind = "a vision model" if is_vision_model(path, cfg) else "a model without tokenizer files"
-        raise ModelError(f"--data is text but {job.model} ({name}) is {kind}: no tokenizer in {path}; "
-                         "give it an image folder or use a language model")
+        if is_vision_model(path, cfg):
+            raise ModelError(f"--data is text but {job.model} ({name}) is a vision model; give it an image "
+                             "folder, or use a language model")
+        raise ModelError(f"--data is text but {job.model} ({name}) has no tokenizer files in {path}; save one "
+                         "next to the weights (tokenizer.save_pretrained(PATH)) or use a model folder that has one")
     limit = position_limit(cfg)
     if limit is not None and job.context_len > limit[0]:
         raise ModelError(f"--context-len {job.context_len} exceeds what {job.model} ({name}) accepts: "

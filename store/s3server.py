@@ -122,3 +122,38 @@ class SeaweedServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m actlake.store.s3server [--dir DIR]``: a local S3 server to try actlake on, until Ctrl-C.
+
+    Prints the environment to export in another shell (endpoint, bucket ``actlake``, test keys)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m actlake.store.s3server",
+                                description="A loopback S3 server (SeaweedFS `weed mini`) for trying actlake.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dir", default="./actlake-data/s3server", help="where the server keeps its data")
+    args = p.parse_args(argv)
+    srv = SeaweedServer(os.path.abspath(args.dir))
+    try:
+        srv.start()
+    except RuntimeError as e:
+        raise SystemExit(f"error: {e}") from None
+    env = srv.env()
+    print("S3 server on " + srv.endpoint + f" with bucket '{srv.bucket}' (Ctrl-C stops it). In another shell:")
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+        print(f"  export {k}={env[k]}")
+    print(f"  actlake extract ... --out s3://{srv.bucket}/mydata", flush=True)
+    try:
+        while srv.proc is not None and srv.proc.poll() is None:
+            time.sleep(1)
+        raise SystemExit(f"error: the server exited; see {srv.data_dir}/weed.log")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -79,6 +79,7 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
     names = [n for n in modules if n]
     aliases = alias_table(model)
     out: list[ResolvedHook] = []
+    unknown: list[str] = []
     for spec in specs:
         hits = [(h, h, spec.io, spec.kind) for h in match_pattern(spec.module, names)]
         for a in match_pattern(spec.module, list(aliases)):
@@ -93,14 +94,18 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
             close = difflib.get_close_matches(spec.module, pool, n=5, cutoff=0.5)
             if not close and "*" in spec.module:
                 close = [n for n in pool if fnmatch.fnmatch(n, spec.module.split("*")[0] + "*")][:5]
-            hint = f"; closest: {', '.join(close)}" if close else ""
-            raise HookError(f"unknown hook {spec.name!r}: no module or alias named {spec.module!r} in the model{hint}")
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            unknown.append(f"{spec.name!r}{hint}")
+            continue
         for shown, mod, io, kind in hits:
             name = shown + hook_suffix(spec.io, spec.kind, spec.call)
             plan = plan_kind(model, modules, mod, kind) if kind else None
             r = ResolvedHook(name, mod, io, kind, spec.call, plan)
             if r not in out:
                 out.append(r)
+    if unknown:  # every bad name at once, so one corrected command works
+        raise HookError(f"unknown hook{'s' if len(unknown) > 1 else ''} {'; '.join(unknown)}: no module or alias of "
+                        "that name in the model (`actlake hooks MODEL` lists them)")
     if any(r.plan is not None and r.plan.needs_eager for r in out):
         impl = getattr(model.config, "_attn_implementation", None)
         if impl != "eager":

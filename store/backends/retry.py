@@ -120,9 +120,15 @@ def describe(exc: BaseException) -> str:
     """A one-line cause without secrets: the S3 error code or the exception's type and message."""
     code, status = error_code(exc)
     if code:
-        msg = {"NoSuchBucket": "no such bucket", "AccessDenied": "access denied",
-               "InvalidAccessKeyId": "access denied (unknown access key id)",
-               "SignatureDoesNotMatch": "access denied (bad secret key)"}.get(code, code)
+        denied = "access denied: check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or " \
+                 "storage_options key/secret) and the bucket's policy"
+        msg = {"NoSuchBucket": "no such bucket", "AccessDenied": denied, "403": denied,
+               "InvalidAccessKeyId": "access denied: unknown access key id (check AWS_ACCESS_KEY_ID / "
+                                     "storage_options key)",
+               "SignatureDoesNotMatch": "access denied: the secret key does not match the access key id "
+                                        "(check AWS_SECRET_ACCESS_KEY / storage_options secret)",
+               "401": "not authenticated: credentials are missing or expired",
+               "404": "not found", "NoSuchKey": "not found"}.get(code, code)
         return f"{msg} (HTTP {status})" if status else msg
     text = str(exc).splitlines()[0] if str(exc) else ""
     if isinstance(exc, PermissionError):

@@ -109,3 +109,18 @@ def test_rows_on_one_side_reported_and_dropped(pair, tmp_path):
     assert (a.provenance(j.index_a).column("doc_pos").to_numpy() > 0).all()
     with pytest.raises(QueryError):
         actlake.join(a, nb, on_mismatch="ignore")
+
+
+def test_side_prefixes_name_every_hook(pair):
+    """`a/NAME` and `b/NAME` are accepted for every hook, not only for names both sides have."""
+    root, (xa, _, _), (xb, _, _) = pair
+    a, b = actlake.open_dataset(str(root / "a")), actlake.open_dataset(str(root / "b"))
+    j = actlake.join(a, b)
+    assert set(j.hooks) == {"ha", "hb", "a/shared", "b/shared"}  # listed once, by their joined names
+    got = j.take([0, 5], hooks=["a/ha", "b/hb"])
+    np.testing.assert_array_equal(got["a/ha"].numpy(), j.take([0, 5], hooks="ha")["ha"].numpy())
+    np.testing.assert_array_equal(got["b/hb"].numpy(), j.take([0, 5], hooks="hb")["hb"].numpy())
+    c1 = j.query.correlate("a/ha", "b/hb").matrix
+    np.testing.assert_allclose(c1, j.query.correlate("ha", "hb").matrix, rtol=0, atol=0)
+    with pytest.raises(QueryError, match="a/NAME"):
+        j.take([0], hooks="c/ha")

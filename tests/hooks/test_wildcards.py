@@ -42,3 +42,12 @@ def test_resolve_on_a_real_model():
     assert got == ["blocks.1.hook_resid_post", "blocks.10.hook_resid_post", "blocks.11.hook_resid_post"]
     with pytest.raises(HookError, match="closest"):
         resolve_hooks(m, parse_hooks(["transformer.h.2*.mlp.actt"]))
+
+
+def test_every_unknown_hook_is_named_in_one_error():
+    m = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16))
+    with pytest.raises(HookError) as e:
+        resolve_hooks(m, parse_hooks(["blocks.9.hook_resid_post", "transformer.h.0", "transformer.h.1.mlpp"]))
+    msg = str(e.value)
+    assert "blocks.9.hook_resid_post" in msg and "transformer.h.1.mlpp" in msg and "transformer.h.1.mlp" in msg
+    assert "'transformer.h.0'" not in msg  # the good one is not blamed
