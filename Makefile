@@ -45,10 +45,10 @@ lint: install $(PYRIGHT_PATHS)
 	$(BIN)/ruff check schemas store client
 	$(BIN)/pyright schemas store client
 
-# Two pytest-xdist workers; tests/conftest.py makes each test module one unit of work (the Ray-cluster
-# modules one unit together) and hands out modules with slow tests first.  `make test PYTEST_WORKERS=0`
-# runs the suite in one process.
-PYTEST_WORKERS ?= 2
+# One process by default: on a 2-core machine two pytest-xdist workers were slower (24 min vs ~17:
+# each brings up its own Ray, S3 server and models).  `make test PYTEST_WORKERS=2` runs two workers;
+# tests/conftest.py then keeps each test module (and the Ray-cluster modules together) on one worker.
+PYTEST_WORKERS ?= 0
 PYTEST_XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadscope)
 
 test: lint

@@ -141,7 +141,8 @@ class JoinedDataset:
         return self.num_rows
 
     def __repr__(self) -> str:
-        return f"JoinedDataset({self.ds_a.uri!r} ⋈ {self.ds_b.uri!r}, rows={self.num_rows:,}, hooks={list(self._canon)})"
+        return (f"JoinedDataset({self.ds_a.uri!r} ⋈ {self.ds_b.uri!r}, rows={self.num_rows:,}, "
+                f"hooks={list(self._canon)})")
 
     @property
     def hooks(self) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -210,7 +211,9 @@ def test_resume_through_any_spelling_and_a_copy(ray_local, tmp_path, tiny_gpt2, 
     resumed = actlake.open_dataset(str(copy))
     assert resumed.manifest.status == "complete" and resumed.num_rows == want
     for spelling in (str(out) + "/", "o", f"{tmp_path}/./o"):  # already complete: nothing to do, no refusal
-        assert actlake.extract(job(tiny_gpt2, text_corpus, spelling, fragment_tokens=64)) == spelling
+        # the URI returned is absolute (the driver resolves a relative --out where it runs)
+        want_uri = spelling if os.path.isabs(spelling) else os.path.abspath(spelling)
+        assert actlake.extract(job(tiny_gpt2, text_corpus, spelling, fragment_tokens=64)) == want_uri
 
 
 # ---- Ray-wrapped errors reach the caller as their own type ------------------------------------------------

@@ -45,6 +45,8 @@ def test_resolve_on_a_real_model():
 
 
 def test_every_unknown_hook_is_named_in_one_error():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     m = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16))
     with pytest.raises(HookError) as e:
         resolve_hooks(m, parse_hooks(["blocks.9.hook_resid_post", "transformer.h.0", "transformer.h.1.mlpp"]))
