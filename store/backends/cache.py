@@ -97,17 +97,23 @@ class CachedBackend(ObjectStore):
         self._evict()
         return True
 
-    def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        if not key.startswith(CACHED_PREFIX):
-            return self.inner.read(key, start, end)
+    def _cached_path(self, key: str) -> str | None:
+        """The local copy of ``key`` (marked recently used; fetched on a miss), or None when it
+        could not be cached."""
         name = self._name(key)
         with self._lock:
             hit = name in self._sizes
             if hit:
                 self._sizes.move_to_end(name)
-        if hit or self._fetch(key, name):
+        return os.path.join(self.dir, name) if hit or self._fetch(key, name) else None
+
+    def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        if not key.startswith(CACHED_PREFIX):
+            return self.inner.read(key, start, end)
+        path = self._cached_path(key)
+        if path is not None:
             try:
-                with open(os.path.join(self.dir, name), "rb") as f:
+                with open(path, "rb") as f:
                     if start:
                         f.seek(start)
                     return f.read() if end is None else f.read(max(0, end - (start or 0)))
@@ -118,14 +124,10 @@ class CachedBackend(ObjectStore):
     def read_into(self, key: str, dst: memoryview, start: int = 0) -> int | None:
         if not key.startswith(CACHED_PREFIX):
             return self.inner.read_into(key, dst, start)
-        name = self._name(key)
-        with self._lock:
-            hit = name in self._sizes
-            if hit:
-                self._sizes.move_to_end(name)
-        if hit or self._fetch(key, name):
+        path = self._cached_path(key)
+        if path is not None:
             try:
-                return read_file_into(os.path.join(self.dir, name), dst, start)
+                return read_file_into(path, dst, start)
             except FileNotFoundError:  # evicted meanwhile
                 pass
         return self.inner.read_into(key, dst, start)
