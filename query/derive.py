@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from actlake.query.blas import one_blas_thread_per_task
 from actlake.query.values import to_float32
 from actlake.schemas.errors import QueryError
 from actlake.schemas.fragment import DerivedRecord, FragmentRecord
@@ -89,7 +90,8 @@ def thread_mapper(threads: int | None = None) -> Mapper:
 
     def run(fn, shared, items, sizes, progress):
         out, done, total = [], 0, sum(sizes)
-        with ThreadPoolExecutor(max(1, threads or min(8, os.cpu_count() or 1))) as pool:
+        n = max(1, min(threads or min(8, os.cpu_count() or 1), len(sizes)))
+        with ThreadPoolExecutor(n) as pool, one_blas_thread_per_task(n):  # project's matmuls: query/blas.py
             for res, size in zip(pool.map(lambda it: fn(shared, it), items), sizes, strict=True):
                 out.append(res)
                 done += size

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from actlake.query.aggregates import Block, State
+from actlake.query.blas import one_blas_thread_per_task
 from actlake.query.comoments import PairBlock
 from actlake.query.plan import PlanItem, make_plan
 from actlake.query.values import Projection
@@ -87,7 +88,7 @@ def run_bounded(ctx: Any, plan: list[PlanItem], agg: Any, threads: int | None = 
     threads = max(1, threads or min(8, os.cpu_count() or 1))
     total, done = sum(i.rows for i in plan), 0
     out = agg.zero()
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(threads) as pool, one_blas_thread_per_task(min(threads, len(plan))):
         pending = [pool.submit(ctx.scan, it, agg) for it in plan[: threads + 1]]
         nxt = len(pending)
         for item in plan:
