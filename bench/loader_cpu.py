@@ -36,12 +36,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("store", nargs="?", default="/tmp/actlake-bench-loader-cpu")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default="", help="run only the cases whose name contains this")
     a = ap.parse_args()
     if not os.path.exists(a.store):
         make_store(a.store, fragments=(20_000,) * 10, dim=256, chunk_rows=4096, ctx_len=64)
     ds = actlake.open_dataset(a.store)
     print(f"actlake from {os.path.dirname(actlake.__file__)}; {ds.num_rows:,} rows; load {os.getloadavg()[0]:.1f}")
     for name, (kw, direct) in CASES.items():
+        if a.only not in name:
+            continue
         best, n = float("inf"), 0
         for rep in range(a.reps + 1):  # the first epoch warms the page cache and the buffers
             s = ds.batches(4096, seed=rep, **kw)
@@ -52,6 +55,8 @@ def main() -> None:
             if rep:
                 best = min(best, time.process_time() - t)
         print(f"{name:28} {n:>9,} rows  {best:6.3f} CPU s/epoch")
+    if a.only and a.only not in "take":
+        return
     ids = np.random.default_rng(0).choice(ds.num_rows, 4096, replace=False)
     t = time.process_time()
     for _ in range(5):
