@@ -20,8 +20,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-import actlake  # noqa: E402
 from stores import make_store  # noqa: E402  (tests/stores.py: a real store through DatasetWriter)
+
+import actlake  # noqa: E402
 
 CASES = {
     "direct (default)": ({}, True),
