@@ -5,7 +5,9 @@ Pipeline (memory bounded by the buffer settings): the consumer plans batch k + p
 threads fill each batch straight from the page cache (``DirectWindow``) or from a staging window
 loaded ahead by I/O threads (``StagedWindow``), and the consumer takes finished batches in order.
 Batch outputs are recycled once the trainer has dropped them.  Batch k is a pure function of the
-plan, so resuming at step k is arithmetic (no replay)."""
+plan, so resuming at step k is arithmetic (no replay).  This module is the plan and the public
+contract; the threads, events and buffers that run it are a ``StreamRuntime`` (client/runtime.py),
+whose docstring states who owns which buffer and the shutdown order."""
 from __future__ import annotations
 
 import os
