@@ -78,7 +78,7 @@ def _windows(ds: Any, rows: np.ndarray, width: int) -> list[tuple[np.ndarray, np
     out: list = [None] * len(rows)
     frag, local = ds.snapshot.locate(rows)
     for f in np.unique(frag):
-        prov = ds._provenance_of(int(f))
+        prov = ds.access.provenance_of(int(f))
         if "token_id" not in prov.column_names or "context_id" not in prov.column_names:
             for i in np.flatnonzero(frag == f):
                 out[i] = (np.array([rows[i]], np.int64), np.array([-1]), np.array([True]))

@@ -73,8 +73,8 @@ def chunk_files(store: str) -> list[str]:
     import actlake
 
     ds = actlake.open_dataset(store)
-    return [ds._reader(f).chunk_path(HOOK, c) for f in range(len(ds.snapshot.fragments))
-            for c in range(ds._reader(f).num_chunks)]
+    return [ds.access.reader(f).chunk_path(HOOK, c) for f in range(len(ds.snapshot.fragments))
+            for c in range(ds.access.reader(f).num_chunks)]
 
 
 # ---- one measurement per process ------------------------------------------------------------------

@@ -5,7 +5,6 @@ One streaming pass of float64 co-moments (``actlake.query.comoments``), the same
 execution as every query: threads in-process, Ray tasks with ``address=``."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,10 +77,10 @@ class PCAResult:
 
 
 def row_source(ds: Any, hook: str, arg: str = "hook") -> Any:
-    """The row source of ``hook`` of a plain (StoreRows) or joined (its ``_row_source``) dataset.
+    """The row source of ``hook`` of a plain (StoreRows) or joined (its ``row_source``) dataset.
     Raises: QueryError naming ``arg`` (unknown hook), or on an empty store."""
-    if hasattr(ds, "_row_source"):
-        return ds._row_source(hook, arg)
+    if hasattr(ds, "row_source"):
+        return ds.row_source(hook, arg)
     check_hook_in(ds.manifest, hook, arg)
     if ds.num_rows == 0:
         raise QueryError("dataset: the store has no committed rows to query")
@@ -221,7 +220,7 @@ def project(ds: Any, hook: str, directions: Any, name: str, threads: int | None 
         ClusterError (Ray unreachable)."""
     from actlake.query.derive import write_projection
 
-    if hasattr(ds, "_row_source"):
+    if hasattr(ds, "row_source"):
         raise QueryError("dataset: project writes into a store; call it on one side of a join")
     info = check_hook_in(ds.manifest, hook)
     if ds.num_rows == 0:
@@ -244,6 +243,5 @@ def project(ds: Any, hook: str, directions: Any, name: str, threads: int | None 
     rec, _ = write_projection(ds.store, ds.snapshot, ds.manifest.hooks, ds.chunk_rows, hook,
                               np.asarray(d64, dtype=np.float64).reshape(dirs.shape), name, threads, progress,
                               mapper)
-    ds.manifest.hooks[name] = rec.info  # the open snapshot sees it now; its fragments are all covered
-    ds.snapshot = dataclasses.replace(ds.snapshot, derived=(*ds.snapshot.derived, rec))
+    ds.access.add_derived(name, rec)  # the open snapshot sees it now; its fragments are all covered
     return name

@@ -5,16 +5,14 @@ Pipeline (memory bounded by the buffer settings): the consumer plans batch k + p
 threads fill each batch straight from the page cache (``DirectWindow``) or from a staging window
 loaded ahead by I/O threads (``StagedWindow``), and the consumer takes finished batches in order.
 Batch outputs are recycled once the trainer has dropped them.  Batch k is a pure function of the
-plan, so resuming at step k is arithmetic (no replay)."""
+plan, so resuming at step k is arithmetic (no replay).  This module is the plan and the public
+contract; the threads, events and buffers that run it are a ``StreamRuntime`` (client/runtime.py),
+whose docstring states who owns which buffer and the shutdown order."""
 from __future__ import annotations
 
 import os
-import sys
-import threading
 import warnings
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,9 +20,9 @@ import torch
 
 from actlake.client import shuffle as sh
 from actlake.client.buffers import OutputPool, WindowBuffers
-from actlake.client.chunk_checks import RangeChecks
 from actlake.client.filters import RowFilter
-from actlake.client.windows import DirectWindow, FileHandles, StagedWindow, Window, raise_open_file_limit
+from actlake.client.runtime import StreamRuntime
+from actlake.client.windows import DirectWindow, StagedWindow, Window, raise_open_file_limit
 from actlake.schemas.errors import StreamStateError
 from actlake.store.dtypes import STORAGE, storage_to_tensor
 
@@ -38,15 +36,11 @@ class EmptyStreamWarning(UserWarning):
     """A batch stream that will yield no batches (no rows, or fewer than one batch with drop_last)."""
 
 
-class _Plan:
-    """The consumer's cursor over windows while it plans batches (one per ``__iter__``)."""
+class _Cursor:
+    """Where planning stands (one per ``__iter__``): the window and offset of the next row to plan
+    and, per segment of that window, the rows already planned."""
 
-    def __init__(self, ring: int, ranges: RangeChecks):
-        self.ranges = ranges  # CRC-32C of the byte ranges read, per chunk (verify_reads)
-        self.windows: dict[int, Window] = {}
-        self.ring: list[WindowBuffers | None] = [None] * ring
-        self.slot_users: list[list[threading.Event]] = [[] for _ in range(ring)]
-        self.files = FileHandles()
+    def __init__(self):
         self.w, self.off, self.done = -1, -1, np.zeros(0, dtype=np.int64)
 
 
@@ -70,7 +64,7 @@ class BatchStream:
         if world_size <= 0 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         self.ds = ds
-        self.hooks = ds._check_hooks(hooks)
+        self.hooks = ds.access.check_hooks(hooks)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.device = torch.device(device) if device is not None else None
@@ -96,9 +90,9 @@ class BatchStream:
         # backend, the read path, the codecs of the hooks or verify_reads (issues 8, 10)
         self.block_rows, self.buffer_rows = sh.auto_layout(
             self.batch_size, len(rows), max(sum(rows), 1),
-            ds._contexts_per_fragment() if needs_estimate else None, ds.chunk_rows, buffer_rows, block_rows,
+            ds.access.contexts_per_fragment() if needs_estimate else None, ds.chunk_rows, buffer_rows, block_rows,
             rank_rows=rank_rows)
-        kept = ds._kept_per_block(self.filter, self.block_rows) if self.filter is not None else None
+        kept = ds.access.kept_per_block(self.filter, self.block_rows) if self.filter is not None else None
         self.segments = sh.rank_segments(rows, ds.chunk_rows, self.seed, self.epoch, self.rank, self.world_size,
                                          self.drop_last, self.shuffle, self.block_rows, kept)
         self.bounds = sh.windows(self.segments, self.buffer_rows)
@@ -186,36 +180,33 @@ class BatchStream:
         per_window = len(self.hooks) * (int(np.diff(self.bounds).max()) if self.num_windows else 0)
         return per_window * (self.prefetch + 3) <= raise_open_file_limit() // 2
 
-    def _window(self, w: int, plan: _Plan, io: ThreadPoolExecutor, loader: ThreadPoolExecutor) -> Window:
-        win = plan.windows.get(w)
+    def _window(self, w: int, rt: StreamRuntime) -> Window:
+        win = rt.windows.get(w)
         if win is not None:
             return win
         s0, s1 = int(self.bounds[w]), int(self.bounds[w + 1])
         # computed ahead on the loader thread (a sort of the window's rows: milliseconds)
-        order = loader.submit(sh.window_order, self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w,
-                              self.shuffle)
+        order = rt.loader.submit(sh.window_order, self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w,
+                                 self.shuffle)
         rot = sh.rotations(self.segments.rows[s0:s1], self.seed, self.epoch, self.rank, w, self.shuffle)
-        args = (self.ds, self.hooks, self.segments, s0, s1, order, rot, plan.ranges)
+        args = (self.ds.access, self.hooks, self.segments, s0, s1, order, rot, rt.ranges)
         if self._direct:
             # rows of each block the first few batches of the window read
             lead = 4 * -(-self.batch_size * self.block_rows // max(self.buffer_rows, 1))
-            win = DirectWindow(*args, files=plan.files, io=io, lead_rows=lead)
+            win = DirectWindow(*args, files=rt.files, io=rt.io, lead_rows=lead)
         else:
-            k = w % len(plan.ring)
-            buf = plan.ring[k]
-            if buf is None:
-                infos = self.ds.manifest.hooks
-                buf = plan.ring[k] = self.ds._buffers.take(self._buffer_key()) or WindowBuffers(
-                    self._max_window_rows, {h: tuple(infos[h].shape) for h in self.hooks}, self._dtypes)
-            win = StagedWindow(*args, buf=buf, filt=self.filter)
+            k = w % len(rt.ring)
+            win = StagedWindow(*args, buf=rt.staging(k), filt=self.filter)
             # the slot's previous window must be fully read out before its buffer is overwritten
-            after, plan.slot_users[k] = plan.slot_users[k], win.readers
-            win.ready = loader.submit(win.load, io, after)
-        plan.windows[w] = win
+            rt.load(win, k)
+        rt.windows[w] = win
         return win
 
-    def _pieces(self, k: int, plan: _Plan, io: ThreadPoolExecutor, loader: ThreadPoolExecutor,
-                ahead: bool = True) -> list[Piece]:
+    def _new_buffers(self) -> WindowBuffers:
+        infos = self.ds.manifest.hooks
+        return WindowBuffers(self._max_window_rows, {h: tuple(infos[h].shape) for h in self.hooks}, self._dtypes)
+
+    def _pieces(self, k: int, cur: _Cursor, rt: StreamRuntime, ahead: bool = True) -> list[Piece]:
         """The runs batch ``k`` is made of, in order (also opens/loads windows ahead, unless this
         is the stream's first batch: then nothing competes with it)."""
         pos = k * self.batch_size
@@ -225,25 +216,17 @@ class BatchStream:
         pieces: list[Piece] = []
         while need:
             for j in range(w, min(w + 1 + (self.prefetch if ahead else 0), self.num_windows)):
-                self._window(j, plan, io, loader)
-            win = plan.windows[w]
+                self._window(j, rt)
+            win = rt.windows[w]
             take = min(need, win.n - off)
-            known = plan.done if (plan.w, plan.off) == (w, off) else None
+            known = cur.done if (cur.w, cur.off) == (w, off) else None
             done, counts = sh.runs(win.order.result(), win.num_segments, off, off + take, known)
             js = np.flatnonzero(counts)
             pieces.append((win, js, done[js], done[js] + counts[js]))
-            plan.w, plan.off, plan.done = w, off + take, done + counts
+            cur.w, cur.off, cur.done = w, off + take, done + counts
             need -= take
             w, off = w + 1, 0
         return pieces
-
-    def _build(self, batches: list[list[Piece]], pool: OutputPool, done: threading.Event
-               ) -> list[tuple[dict[str, torch.Tensor], list[np.ndarray]]]:
-        """Fill consecutive batches (in an assembly thread); ``done`` tells staged windows it has read them."""
-        try:
-            return self._fill(batches, pool)
-        finally:
-            done.set()
 
     def _fill(self, batches: list[list[Piece]], pool: OutputPool
               ) -> list[tuple[dict[str, torch.Tensor], list[np.ndarray]]]:
@@ -270,67 +253,39 @@ class BatchStream:
                 out["row_id"] = torch.from_numpy(np.concatenate(ids))
         return results
 
-    def _retire(self, plan: _Plan) -> None:
+    def _retire(self, rt: StreamRuntime) -> None:
         """Close windows whose every batch the consumer has received."""
-        for w in [w for w in plan.windows if (int(self.window_starts[w + 1]) - 1) // self.batch_size < self.step]:
-            plan.windows.pop(w).close()
+        for w in [w for w in rt.windows if (int(self.window_starts[w + 1]) - 1) // self.batch_size < self.step]:
+            rt.retire(w)
             a, b = np.searchsorted(self._last_window, [w, w + 1])
             for k in self._last_key[a:b].tolist():  # read for the last time: check what was read
                 for h in self.hooks:
-                    plan.ranges.finish((k // self._chunk_m, h, k % self._chunk_m))
+                    rt.ranges.finish((k // self._chunk_m, h, k % self._chunk_m))
 
-    def __iter__(self, _finalizing=sys.is_finalizing) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if self.step >= self.num_batches:
             return
         cuda = self.device is not None and self.device.type == "cuda"
-        pool = self.ds._buffers.take(("out", cuda)) or OutputPool(cap=self.prefetch_batches + 8, pinned=cuda)
-        plan = _Plan(self.prefetch + 2, RangeChecks(self.ds))
-        assemble = ThreadPoolExecutor(self.assembly_threads, thread_name_prefix="actlake-batch")
-        io = ThreadPoolExecutor(self.io_threads, thread_name_prefix="actlake-io")
-        loader = ThreadPoolExecutor(1, thread_name_prefix="actlake-window")
-        inflight: deque[Future] = deque()
+        to_device = self.device is not None and self.device.type != "cpu"
+        cur = _Cursor()
         planned = self.step
         # a job fills `group` consecutive batches: each block's runs for them are adjacent on disk,
         # so the direct path reads them with one preadv that scatters into all of them
         group = max(1, min(self.group_batches, self.prefetch_batches))
-        try:
+        with StreamRuntime(self.ds.access, io_threads=self.io_threads, assembly_threads=self.assembly_threads,
+                           ring=self.prefetch + 2, pool_cap=self.prefetch_batches + 8, cuda=cuda,
+                           buffer_key=self._buffer_key(), make_buffers=self._new_buffers) as rt:
             while self.step < self.num_batches:
-                while planned < self.num_batches and len(inflight) * group < self.prefetch_batches:
-                    first = planned == self.step and not inflight  # the stream's first job: one batch, fast
-                    batches = [self._pieces(k, plan, io, loader, ahead=not first)
+                while planned < self.num_batches and len(rt.inflight) * group < self.prefetch_batches:
+                    first = planned == self.step and not rt.inflight  # the stream's first job: one batch, fast
+                    batches = [self._pieces(k, cur, rt, ahead=not first)
                                for k in range(planned, min(planned + (1 if first else group), self.num_batches))]
-                    done = threading.Event()
-                    for win in dict.fromkeys(p[0] for pieces in batches for p in pieces):
-                        win.readers.append(done)
-                    inflight.append(assemble.submit(self._build, batches, pool, done))
+                    rt.submit(self._fill, batches, dict.fromkeys(p[0] for pieces in batches for p in pieces))
                     planned += len(batches)
-                for out, arrays in inflight.popleft().result():
-                    if self.device is not None and self.device.type != "cpu":
-                        out = {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
-                        if cuda:  # the pinned sources may be reused once these copies have run
-                            event = torch.cuda.Event()
-                            event.record()
-                            for a in arrays:
-                                pool.fence(a, event)
+                for out, arrays in rt.next_filled():
+                    if to_device:
+                        out = rt.to_device(out, arrays, self.device)  # type: ignore[arg-type]
                     self.step += 1
-                    self._retire(plan)
+                    self._retire(rt)
                     yield out
-            for key in plan.ranges.pending():  # (none left once every window is retired)
-                plan.ranges.finish(key)
-        finally:
-            # an unfinished stream at interpreter exit: skip the cleanup, the OS does it
-            if not _finalizing():
-                for f in inflight:
-                    f.cancel()
-                assemble.shutdown(wait=True, cancel_futures=True)
-                for readers in plan.slot_users:  # cancelled batches never ran: let pending loads go on
-                    for e in readers:
-                        e.set()
-                loader.shutdown(wait=True, cancel_futures=True)
-                io.shutdown(wait=True, cancel_futures=True)
-                for win in plan.windows.values():
-                    win.close()
-                for buf in plan.ring:
-                    if buf is not None:
-                        self.ds._buffers.give(self._buffer_key(), buf)
-                self.ds._buffers.give(("out", cuda), pool)
+            rt.finish_checks()

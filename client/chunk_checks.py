@@ -28,7 +28,7 @@ from actlake.schemas.errors import StoreDamagedError
 from actlake.store import layout
 
 if TYPE_CHECKING:
-    from actlake.client.dataset import ActivationDataset
+    from actlake.client.access import SnapshotAccess
 
 _POLY = 0x82F63B78  # CRC-32C, reflected
 
@@ -92,26 +92,26 @@ class RangeChecks:
     ``wanted(key)`` says whether a chunk still needs checking (verify on, CRC-32C recorded, not
     checked yet by this dataset)."""
 
-    def __init__(self, ds: ActivationDataset):
-        self.ds = ds
+    def __init__(self, access: SnapshotAccess):
+        self.access = access
         self._parts: dict[ChunkKey, dict[int, tuple[int, int]]] = {}  # key -> {start: (end, crc)}
         self._lock = threading.Lock()
 
     def _rel(self, key: ChunkKey) -> tuple[str, str]:
         """(object key in the store, its name in the fragment's checksum file)."""
         frag, hook, chunk = key
-        reader = self.ds._reader(frag)
+        reader = self.access.reader(frag)
         info = reader.hooks[hook]
         name = layout.chunk_key(info.array, chunk, 1 + len(info.shape))
         return f"{reader.record.path}/{name}", name
 
     def has_crc(self, frag: int, hook: str, chunk: int) -> bool:
         """Whether the fragment's checksum file records a CRC-32C for this chunk."""
-        sums = self.ds._reader(frag).checksums()
+        sums = self.access.reader(frag).checksums()
         return self._rel((frag, hook, chunk))[1] in sums.get("crc32c", {})
 
     def wanted(self, key: ChunkKey) -> bool:
-        return self.ds.verify_reads and key not in self.ds._verified and self.has_crc(*key)
+        return self.access.verify_reads and not self.access.is_verified(key) and self.has_crc(*key)
 
     def add(self, key: ChunkKey, start: int, views) -> None:
         """Record the bytes at [start, start + total length) of chunk ``key``, held by ``views``."""
@@ -135,28 +135,27 @@ class RangeChecks:
         """Check chunk ``key`` whole: its recorded ranges, plus the ranges this stream did not read."""
         with self._lock:
             parts = sorted((s, e, c) for s, (e, c) in self._parts.pop(key, {}).items())
-        if not parts or key in self.ds._verified or not self.ds.verify_reads:
+        if not parts or self.access.is_verified(key) or not self.access.verify_reads:
             return  # nothing read (or checked meanwhile by another stream of the dataset)
         frag, hook, chunk = key
-        reader = self.ds._reader(frag)
+        reader = self.access.reader(frag)
         obj, name = self._rel(key)
         sums = reader.checksums()
         size, want = int(sums["files"][name][0]), sums["crc32c"][name]
         crc, at = 0, 0
         for s, e, c in [*parts, (size, size, 0)]:
             if s < at or e > size:  # overlapping or out-of-range reads: fall back to a whole check
-                self.ds._verify_chunk(frag, hook, chunk)
+                self.access.verify_chunk(frag, hook, chunk)
                 return
             if s > at:  # a gap this stream never read
                 try:
-                    gap = self.ds.store.read_range(obj, at, s)
+                    gap = self.access.store.read_range(obj, at, s)
                 except FileNotFoundError:
-                    raise StoreDamagedError(self.ds.store.path(obj), "missing") from None
+                    raise StoreDamagedError(self.access.store.path(obj), "missing") from None
                 if len(gap) != s - at:
-                    raise StoreDamagedError(self.ds.store.path(obj), f"truncated (committed {size} bytes)")
+                    raise StoreDamagedError(self.access.store.path(obj), f"truncated (committed {size} bytes)")
                 crc = crc32c_combine(crc, google_crc32c.value(gap), s - at)
             crc, at = crc32c_combine(crc, c, e - s), e
         if crc != want:
-            raise StoreDamagedError(self.ds.store.path(obj), "checksum mismatch (the bytes changed after commit)")
-        with self.ds._lock:
-            self.ds._verified.add(key)
+            raise StoreDamagedError(self.access.store.path(obj), "checksum mismatch (the bytes changed after commit)")
+        self.access.mark_verified(key)

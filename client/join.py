@@ -54,7 +54,7 @@ def _keys_of(ds: Any) -> list[str]:
 
 
 def _prov(ds: Any, cols: list[str]) -> pa.Table:
-    parts = [ds._reader(f).read_provenance(columns=cols) for f in range(len(ds.snapshot.fragments))]
+    parts = [ds.access.reader(f).read_provenance(columns=cols) for f in range(len(ds.snapshot.fragments))]
     t = pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.int64()) for c in cols})
     return t.append_column("_row", pa.array(np.arange(t.num_rows, dtype=np.int64)))
 
@@ -161,7 +161,7 @@ class JoinedDataset:
                              "(any hook also as a/NAME or b/NAME)")
         return names
 
-    def _row_source(self, hook: str, arg: str = "hook") -> MappedRows:
+    def row_source(self, hook: str, arg: str = "hook") -> MappedRows:
         """Row source of a joined hook (``query.rowsource.MappedRows`` over its side)."""
         self._check(hook, arg)
         i, h = self._side[hook]

@@ -17,20 +17,28 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class QueryAPI(Protocol):
-    """``ds.query`` methods both kinds of dataset serve (see client/query.py for the arguments)."""
+    """``ds.query`` methods both kinds of dataset serve (see client/query.py for the arguments).
+    ``address=`` and ``progress=`` run a query where the store is read: a remote dataset's queries
+    run on its server, which refuses them (QueryError)."""
 
     def topk(self, hook: str, unit: Any = None, direction: Any = None, k: int = 20, context: int = 8,
-             dedup: str | None = None, **kw: Any) -> pa.Table: ...
+             dedup: str | None = None, *, largest: bool = True, encoder: Any = None, address: str | None = None,
+             progress: Any = None, tasks: int | None = None) -> pa.Table: ...
 
     def bottomk(self, hook: str, unit: Any = None, direction: Any = None, k: int = 20, context: int = 8,
                 dedup: str | None = None, **kw: Any) -> pa.Table: ...
 
-    def sample_intervals(self, hook: str, unit: int | None = None, bins: int = 11, per_bin: int = 10,
-                         **kw: Any) -> pa.Table: ...
+    def sample_intervals(self, hook: str, unit: int | None = None, bins: int = 11, per_bin: int = 10, *,
+                         direction: Any = None, encoder: Any = None, seed: int = 0, context: int = 8,
+                         address: str | None = None, progress: Any = None, tasks: int | None = None) -> pa.Table: ...
 
-    def stats(self, hook: Any, **kw: Any) -> dict: ...
+    def stats(self, hook: Any, *, by: str | None = None, threshold: float = 0.0, unit: Any = None,
+              direction: Any = None, encoder: Any = None, histogram_bins: int | None = None, rows: bool = True,
+              address: str | None = None, progress: Any = None, tasks: int | None = None) -> dict: ...
 
-    def fetch(self, row_ids: Any = None, **kw: Any) -> pa.Table: ...
+    def fetch(self, row_ids: Any = None, *, doc_id: Any = None, context_id: Any = None, context_pos: Any = None,
+              doc_pos: Any = None, image_id: Any = None, patch_row: Any = None, patch_col: Any = None,
+              hooks: str | list[str] | None = None, context: int = -1) -> pa.Table: ...
 
 
 @runtime_checkable
@@ -38,7 +46,8 @@ class Dataset(Protocol):
     """The dataset API of DESIGN.md's contract: rows, hooks, manifest, random access, provenance,
     documents, shuffled batch streams, torch datasets and queries."""
 
-    manifest: Manifest
+    @property
+    def manifest(self) -> Manifest: ...
 
     @property
     def uri(self) -> str: ...

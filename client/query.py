@@ -104,7 +104,7 @@ class QueryEngine:
         decode = None if vision else self._decoder()
         for f in np.unique(frag):
             sel = np.flatnonzero(frag == f)
-            prov = self.ds._provenance_of(int(f))
+            prov = self.ds.access.provenance_of(int(f))
             strs = vision_labels(prov, local[sel]) if vision else text_windows(prov, local[sel], width, decode)
             for i, s in zip(sel.tolist(), strs, strict=True):
                 out[i] = s
@@ -279,7 +279,8 @@ class QueryEngine:
             missing = [c for c in kt.column_names if c != "_order" and c not in cols]
             if missing:
                 raise QueryError(f"{missing[0]}: this dataset has no such provenance column ({', '.join(cols)})")
-            ids = find_rows(kt, lambda f, c: self.ds._reader(f).read_provenance(columns=c), self.ds.snapshot.offsets)
+            access = self.ds.access
+            ids = find_rows(kt, lambda f, c: access.reader(f).read_provenance(columns=c), self.ds.snapshot.offsets)
         table = self._with_provenance(pa.table({"row_id": pa.array(ids, pa.int64())}), context)
         acts = self.ds.take(ids, hooks=hook_list)
         for h in hook_list:

@@ -23,7 +23,7 @@ from actlake.client.chunk_checks import RangeChecks
 from actlake.schemas.errors import StoreDamagedError
 
 if TYPE_CHECKING:
-    from actlake.client.dataset import ActivationDataset
+    from actlake.client.access import SnapshotAccess
 
 try:
     import resource
@@ -34,9 +34,9 @@ except ImportError:  # not POSIX
 class Window:
     """Segments [s0, s1) of a rank's plan, their stream order, and the batches that read them."""
 
-    def __init__(self, ds: ActivationDataset, hooks: list[str], segments: sh.Segments, s0: int, s1: int,
+    def __init__(self, access: SnapshotAccess, hooks: list[str], segments: sh.Segments, s0: int, s1: int,
                  order: Future, rot: np.ndarray | None = None, ranges: RangeChecks | None = None):
-        self.ds, self.hooks = ds, hooks
+        self.access, self.hooks = access, hooks
         self.ranges = ranges  # checksums of the byte ranges read (verify_reads; client/chunk_checks.py)
         self.num_segments = s1 - s0
         self.order = order  # the window's stream order (shuffle.window_order)
@@ -48,7 +48,7 @@ class Window:
         self.rot = np.zeros(self.num_segments, dtype=np.int64) if rot is None else np.asarray(rot, dtype=np.int64)
         self.n = int(self.used.sum())
         # dataset row id of stored row 0 of each segment's chunk
-        self.base_rows = np.asarray(ds.snapshot.offsets)[self.frag] + self.chunk * ds.chunk_rows
+        self.base_rows = np.asarray(access.snapshot.offsets)[self.frag] + self.chunk * access.chunk_rows
         self.readers: list[threading.Event] = []  # set when each batch reading this window is built
 
     def wait(self) -> None:
@@ -122,8 +122,8 @@ class DirectWindow(Window):
     def __init__(self, *a, files: FileHandles, io: ThreadPoolExecutor, lead_rows: int = 0, **kw):
         super().__init__(*a, **kw)
         self._files = files
-        self._row_bytes = {h: self.ds.manifest.hooks[h].row_bytes for h in self.hooks}
-        self._paths = {(h, j): self.ds._reader(int(self.frag[j])).chunk_path(h, int(self.chunk[j]))
+        self._row_bytes = {h: self.access.manifest.hooks[h].row_bytes for h in self.hooks}
+        self._paths = {(h, j): self.access.reader(int(self.frag[j])).chunk_path(h, int(self.chunk[j]))
                        for h in self.hooks for j in range(self.num_segments)}
         self._fds: dict[tuple[str, int], int] = {}
         try:
@@ -138,7 +138,7 @@ class DirectWindow(Window):
         # for those checks; with ``range_checks`` the CRC-32C of every run is computed as it is
         # read and the runs of a chunk combined instead (client/chunk_checks.py)
         todo = {(int(self.frag[j]), h, int(self.chunk[j])): self._fds[h, j]
-                for h in self.hooks for j in range(self.num_segments)} if self.ds.verify_reads else {}
+                for h in self.hooks for j in range(self.num_segments)} if self.access.verify_reads else {}
         ranges = self.ranges if self.range_checks else None
         self._track = {h: [ranges is not None and ranges.wanted((int(self.frag[j]), h, int(self.chunk[j])))
                            for j in range(self.num_segments)] for h in self.hooks}
@@ -146,10 +146,10 @@ class DirectWindow(Window):
             todo = {k: fd for k, fd in todo.items() if not ranges.has_crc(*k)}
         self.checked = []
         for key, fd in todo.items():
-            if key not in self.ds._verified:
+            if not self.access.is_verified(key):
                 fut = files.checks.get(key)
                 if fut is None:
-                    fut = files.checks[key] = io.submit(self.ds._verify_chunk, *key, fd)
+                    fut = files.checks[key] = io.submit(self.access.verify_chunk, *key, fd)
                 self.checked.append(fut)
 
     def wait(self) -> None:
@@ -242,24 +242,25 @@ class StagedWindow(Window):
         for e in after:
             e.wait()
         b = self.buf
-        chunk_rows = self.ds.chunk_rows
+        chunk_rows = self.access.chunk_rows
         base = self.base_rows
 
-        infos = {h: self.ds.manifest.hooks[h] for h in self.hooks}
+        access = self.access
+        infos = {h: access.manifest.hooks[h] for h in self.hooks}
         # local uncompressed rows are read with pread on descriptors kept open for a task's segments
         # (one open per chunk file, not per segment; see ``some``)
-        preads = self.ds.store.is_local and hasattr(os, "preadv")
+        preads = self.access.store.is_local and hasattr(os, "preadv")
 
         def one(j: int, fds: dict[str, int]) -> None:
             f, c, lo, hi, a = int(self.frag[j]), int(self.chunk[j]), int(self.lo[j]), int(self.hi[j]), int(self.pos[j])
-            reader = self.ds._reader(f)
+            reader = access.reader(f)
             for h in self.hooks:
                 info = infos[h]
                 part = (lo, hi) != (0, reader.chunk_rows_of(c))
                 ranged = reader.verify and info.codec == "none" and part
                 track = ranged and self.ranges is not None and self.ranges.wanted((f, h, c))
                 if ranged and not track and (self.ranges is None or not self.ranges.has_crc(f, h, c)):
-                    self.ds._verify_chunk(f, h, c)  # no CRC-32C recorded: check the chunk whole, once
+                    access.verify_chunk(f, h, c)  # no CRC-32C recorded: check the chunk whole, once
                 dst = b.arrays[h][a:a + hi - lo]
                 if preads and info.codec == "none" and (part or not reader.verify):
                     _pread_rows(fds, reader.chunk_path(h, c), lo * info.row_bytes, dst)
@@ -268,12 +269,11 @@ class StagedWindow(Window):
                 if track and self.ranges is not None:  # its CRC-32C, combined with the chunk's other ranges later
                     self.ranges.add((f, h, c), lo * info.row_bytes, [dst])
                 elif reader.verify and not part:  # read whole, hence checked whole
-                    with self.ds._lock:
-                        self.ds._verified.add((f, h, c))
+                    access.mark_verified((f, h, c))
             b.row_ids[a:a + hi - lo] = np.arange(lo, hi) + base[j]
             if self.filt is not None:
                 start = c * chunk_rows
-                hits = np.nonzero(self.ds._filter_mask(f, self.filt)[start + lo:start + hi])[0]
+                hits = np.nonzero(access.filter_mask(f, self.filt)[start + lo:start + hi])[0]
                 k0 = int(self.k0[j])
                 self.kept[j] = hits[k0:]  # kept rows of the segment, in stored order
 

@@ -138,7 +138,7 @@ def test_compressed_store_streams_every_row_once(tmp_path):
 def test_truncated_chunk_is_reported_not_served(tmp_path):
     uri = make_store(str(tmp_path / "t"))
     ds = actlake.open_dataset(uri)
-    victim = ds._reader(0).chunk_path("h", 0)
+    victim = ds.access.reader(0).chunk_path("h", 0)
     with open(victim, "r+b") as f:
         f.truncate(os.path.getsize(victim) // 2)
     with pytest.raises(ActlakeError, match="truncated"):

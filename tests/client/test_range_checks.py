@@ -51,7 +51,7 @@ def path(request, monkeypatch):
 def test_every_chunk_read_is_checked_without_a_whole_chunk_pass(clean, kw, path, monkeypatch):
     ds = actlake.open_dataset(clean)
     whole = []
-    monkeypatch.setattr(type(ds._reader(0)), "verify_chunk_file",
+    monkeypatch.setattr(type(ds.access.reader(0)), "verify_chunk_file",
                         lambda self, h, c, fd=None: whole.append((h, c)))  # count whole-chunk passes
     s = ds.batches(**{"batch_size": 64, "drop_last": False, "hooks": ["h"], "with_provenance": True, **kw})
     assert s._direct
@@ -62,7 +62,7 @@ def test_every_chunk_read_is_checked_without_a_whole_chunk_pass(clean, kw, path,
     # every chunk this stream returned rows of is checked, including the parts other ranks read
     frag, local = ds.snapshot.locate(ids)
     read = {(int(f), "h", int(c)) for f, c in zip(frag, local // ds.chunk_rows, strict=True)}
-    assert read <= ds._verified
+    assert read <= ds.access.verified()
 
 
 def test_resumed_stream_checks_what_it_reads(clean, path):
@@ -71,7 +71,7 @@ def test_resumed_stream_checks_what_it_reads(clean, path):
     s._direct = path == "direct"
     s.load_state_dict({**s.state_dict(), "step": len(s) // 2})
     list(s)
-    assert ds._verified and ds._verified <= _chunks(ds)
+    assert ds.access.verified() and ds.access.verified() <= _chunks(ds)
 
 
 def _flip(path: str) -> None:
@@ -87,7 +87,7 @@ def _flip(path: str) -> None:
 def test_direct_stream_raises_on_a_flipped_byte(tmp_path, kw, range_checks, monkeypatch):
     monkeypatch.setattr(DirectWindow, "range_checks", range_checks)
     uri = make_store(str(tmp_path / "d"), **SHAPE)
-    path = actlake.open_dataset(uri)._reader(0).chunk_path("h", 3)
+    path = actlake.open_dataset(uri).access.reader(0).chunk_path("h", 3)
     _flip(path)
     ds = actlake.open_dataset(uri)
     s = ds.batches(64, drop_last=False, hooks=["h"], **kw)
@@ -105,7 +105,7 @@ def test_direct_stream_raises_on_a_flipped_byte(tmp_path, kw, range_checks, monk
 def test_staged_stream_from_an_object_store_raises_on_a_flipped_byte(tmp_path):
     uri = make_store(str(tmp_path / "s"), **SHAPE)
     ds0 = actlake.open_dataset(uri)
-    rel = os.path.relpath(ds0._reader(1).chunk_path("h", 2), uri)
+    rel = os.path.relpath(ds0.access.reader(1).chunk_path("h", 2), uri)
     mem = open_store(f"memory://rc-{uuid.uuid4().hex[:8]}/ds")
     for dirpath, _, files in os.walk(uri):
         for name in files:

@@ -32,7 +32,7 @@ def damaged(tmp_path):
     """A store with one flipped bit in the middle of fragment 1's chunk 2 of hook h (rows 64..95)."""
     uri = make_store(str(tmp_path / "d"))
     ds = actlake.open_dataset(uri)
-    path = ds._reader(1).chunk_path("h", 2)
+    path = ds.access.reader(1).chunk_path("h", 2)
     _flip(path, os.path.getsize(path) // 2 + 1)
     return uri, path
 
@@ -74,7 +74,7 @@ def test_unverified_reads_stream_the_damaged_bytes(damaged):
 def test_compressed_chunk_damage_and_truncation_are_named(tmp_path):
     uri = make_store(str(tmp_path / "z"), codec="zstd")
     ds = actlake.open_dataset(uri)
-    path = ds._reader(0).chunk_path("h", 1)
+    path = ds.access.reader(0).chunk_path("h", 1)
     _flip(path, os.path.getsize(path) - 5)
     with pytest.raises(StoreDamagedError) as e:
         actlake.open_dataset(uri).take([40], "h")
@@ -188,7 +188,7 @@ def test_foreign_or_missing_stream_state(tmp_path):
 def test_stores_without_crc32c_are_checked_with_sha256(tmp_path):
     """Checksum files written before CRC-32C was recorded list only sha256: reads still check."""
     ds = actlake.open_dataset(make_store(str(tmp_path / "old")))
-    reader = ds._reader(0)
+    reader = ds.access.reader(0)
     sums = reader.checksums()
     old = {"num_rows": sums["num_rows"], "files": sums["files"]}  # the old format
     reader._sums = old
