@@ -93,16 +93,25 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
     p = ctx.projection  # matmul kinds write their values into a reused buffer too
     pout = _buffer("\0values", (ctx.chunk_rows, p.num_values), np.dtype(np.float32)) if p.flops_per_row else None
 
+    def raw_rows(reader: FragmentReader, hook: str, c: int) -> np.ndarray:
+        """The chunk's rows in the storage dtype, ``[n, d]``: a view of the mapped file on local disks
+        (no copy; checked in place), else read into this thread's buffer or decoded."""
+        raw = reader.map_rows(hook, c)
+        if raw is None:
+            buf = bufs[hook]
+            if buf is None:
+                raw = reader.read_chunk(hook, c)
+            else:
+                n = reader.chunk_rows_of(c)
+                reader.read_rows_into(hook, c, 0, n, buf[:n])
+                raw = buf[:n]
+        return raw.reshape(raw.shape[0], -1)
+
     def read(reader: FragmentReader, hook: str, c: int) -> np.ndarray:
-        buf = bufs[hook]
-        if buf is None:
-            raw = reader.read_chunk(hook, c)
-        else:
-            n = reader.chunk_rows_of(c)
-            reader.read_rows_into(hook, c, 0, n, buf[:n])
-            raw = buf[:n]
-        x = to_float32(raw, hooks[hook].dtype)
-        return x.reshape(x.shape[0], -1)
+        return to_float32(raw_rows(reader, hook, c), hooks[hook].dtype)
+
+    # a few units of a wide hook: select them before widening (bf16/fp16 chunks are not widened whole)
+    select_first = p.kind == "units" and not ctx.need_x and p.units is not None and len(p.units) * 4 <= p.width
 
     for f, c0, c1 in item.segments:
         reader = ctx.reader(f, hooks)
@@ -112,16 +121,22 @@ def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
             prov = reader.read_provenance(columns=ctx.columns).slice(lo, hi - lo)
             cols = {c: _column(prov, c) for c in ctx.columns}
         for c in range(c0, c1):
-            x = read(reader, ctx.hook, c)
+            if select_first:
+                x = None
+                values = to_float32(raw_rows(reader, ctx.hook, c)[:, p.units], ctx.info.dtype)
+                n = values.shape[0]
+            else:
+                x = read(reader, ctx.hook, c)
+                values, n = ctx.projection(x, pout), x.shape[0]
             lo = c * ctx.chunk_rows
-            rid = np.arange(ctx.offsets[f] + lo, ctx.offsets[f] + lo + x.shape[0], dtype=np.int64)
+            rid = np.arange(ctx.offsets[f] + lo, ctx.offsets[f] + lo + n, dtype=np.int64)
             vb = None
             if ctx.hook_b is not None and ctx.projection_b is not None:
                 vb = ctx.projection_b(read(reader, ctx.hook_b, c))
             o = lo - c0 * ctx.chunk_rows
-            block = Block(ctx.projection(x, pout), rid, x if ctx.need_x else None,
-                          {k: v[o:o + x.shape[0]] for k, v in cols.items()}, vb)
+            block = Block(values, rid, x if ctx.need_x else None, {k: v[o:o + n] for k, v in cols.items()}, vb)
             state = agg.update(state, block)
+            del x, values, block, vb  # a mapped chunk is released with its last view
     return state
 
 

@@ -329,6 +329,37 @@ class FragmentReader:
         if not same:
             raise self._damaged(key, "checksum mismatch (the bytes changed after commit)")
 
+    def map_rows(self, hook: str, chunk: int) -> np.ndarray | None:
+        """All rows of one chunk as a read-only view of the mapped chunk file (no copy), or None
+        where mapping does not apply (object stores, compressed chunks, no ``mmap``).
+
+        Returns: storage-dtype ``[rows_in_chunk, *shape]`` (bf16 as uint16 bits), valid for as long
+        as it is referenced (the mapping is released with the last view).  The pages are mapped in
+        one go (``MAP_POPULATE``) and, with ``verify``, checked whole against the chunk's CRC-32C
+        in place.  Committed chunk files are never rewritten, so the view's bytes cannot change.
+        Raises: StoreDamagedError (missing, truncated, checksum mismatch)."""
+        info = self.hooks[hook]
+        if info.codec != "none" or not self.store.is_local:
+            return None
+        key = self._key(info, chunk)
+        rows = self.chunk_rows_of(chunk)
+        try:
+            with open(self.store.path(key), "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < rows * info.row_bytes:
+                    raise self._damaged(key, f"{size} bytes, {rows * info.row_bytes} expected (truncated)")
+                try:
+                    m = mmap.mmap(f.fileno(), size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                  prot=mmap.PROT_READ)
+                except (OSError, ValueError, AttributeError, TypeError):  # no POSIX mmap: read instead
+                    return None
+        except FileNotFoundError:
+            raise self._damaged(key, "missing") from None
+        raw = np.frombuffer(m, dtype=np.uint8)
+        if self.verify:
+            self.check_object(key, raw)
+        return raw[: rows * info.row_bytes].view(STORAGE[info.dtype]).reshape(rows, *info.shape)
+
     def read_rows(self, hook: str, chunk: int, lo: int, hi: int) -> np.ndarray:
         """Rows [lo, hi) of one chunk.  Uncompressed chunks are read as a byte range (one read,
         nothing decoded; verified when the range is the whole chunk); compressed chunks are read
