@@ -15,7 +15,9 @@ other threads of the same process calling BLAS during a scan run single-threaded
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -25,13 +27,40 @@ def one_blas_thread_per_task(task_threads: int) -> Iterator[None]:
     Args:
         task_threads: how many scan threads will call BLAS concurrently.
     """
-    if task_threads <= 1:
+    controller = _controller() if task_threads > 1 else None
+    if controller is None:
         yield
         return
+    global _ACTIVE, _LIMITER
+    with _LOCK:  # overlapping scans (two queries at once) share one limit; the last one out restores
+        if _ACTIVE == 0:
+            _LIMITER = controller.limit(limits=1, user_api="blas")
+        _ACTIVE += 1
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # an install without it: BLAS keeps its own threads (slower, still correct)
         yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+    finally:
+        with _LOCK:
+            _ACTIVE -= 1
+            if _ACTIVE == 0 and _LIMITER is not None:
+                _LIMITER.restore_original_limits()
+                _LIMITER = None
+
+
+_CONTROLLER: list = []  # the process's ThreadpoolController (finding the libraries costs ~17 ms: once)
+_LOCK = threading.Lock()
+_ACTIVE = 0  # scans inside one_blas_thread_per_task
+_LIMITER: Any = None
+
+
+def _controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS/OpenMP libraries, made once; None without threadpoolctl
+    (BLAS then keeps its own threads: slower, still correct)."""
+    with _LOCK:
+        if not _CONTROLLER:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                _CONTROLLER.append(None)
+            else:
+                _CONTROLLER.append(ThreadpoolController())
+        return _CONTROLLER[0]

@@ -49,3 +49,19 @@ def test_scan_results_do_not_depend_on_the_blas_policy(tmp_path):
     three = ds.query.correlate("a", threads=3).matrix
     np.testing.assert_allclose(one, three, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(one, np.corrcoef(a.astype(np.float64), rowvar=False), rtol=1e-10, atol=1e-12)
+
+
+def test_overlapping_scans_restore_blas_threads_once_the_last_one_ends():
+    """Two queries at once (e.g. a Flight server): the first to end must not lift the second's
+    limit, and the last to end restores the original thread count (not the other's limit)."""
+    np.ones((4, 4)) @ np.ones((4, 4))
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        outer = _blas_threads()
+        first = one_blas_thread_per_task(2)
+        second = one_blas_thread_per_task(2)
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert _blas_threads() == [1] * len(outer)
+        second.__exit__(None, None, None)
+        assert _blas_threads() == outer
