@@ -30,6 +30,8 @@ TOKEN = "bench-token"
 
 
 def _client(args: argparse.Namespace) -> None:
+    import torch  # noqa: F401  (a trainer has imported torch before it opens a stream; `import actlake` does not)
+
     import actlake
 
     time.sleep(max(0.0, args.at - time.time()))  # concurrent clients start together, after their imports
