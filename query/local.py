@@ -10,7 +10,7 @@ from typing import Any
 
 from actlake.query.aggregates import State
 from actlake.query.plan import PlanItem
-from actlake.query.scan import ScanContext, scan_item
+from actlake.query.scan import ScanContext, SelfScanning, scan_item
 
 Progress = Callable[[int, int], None]  # (rows done, rows total)
 
@@ -35,14 +35,15 @@ class LocalExecutor:
         self.explicit = threads is not None
         self.threads = threads or min(8, os.cpu_count() or 1)
 
-    def threads_for(self, ctx: ScanContext) -> int:
+    def threads_for(self, ctx: ScanContext | SelfScanning) -> int:
         """Threads for a query: the configured number, or 1 for matmul-bound projections."""
         p = getattr(ctx, "projection", None)
         if not self.explicit and p is not None and p.flops_per_row >= MATMUL_BOUND * p.width:
             return 1
         return self.threads
 
-    def run(self, ctx: ScanContext, plan: list[PlanItem], agg: Any, progress: Progress | None = None) -> State:
+    def run(self, ctx: ScanContext | SelfScanning, plan: list[PlanItem], agg: Any,
+            progress: Progress | None = None) -> State:
         """Scan every item and return the merged (not finalized) state.
 
         Args:
@@ -53,7 +54,7 @@ class LocalExecutor:
         done = 0
         out = agg.zero()
         with ThreadPoolExecutor(max(1, min(self.threads_for(ctx), len(plan)))) as pool:
-            for item, state in zip(plan, pool.map(lambda it: scan_item(ctx, it, agg), plan)):
+            for item, state in zip(plan, pool.map(lambda it: scan_item(ctx, it, agg), plan), strict=True):
                 out = agg.merge(out, state)
                 done += item.rows
                 if progress is not None:
