@@ -13,7 +13,7 @@ TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || ech
 help:
 	@echo "make demo   - create .venv, install, extract the demo dataset into ./actlake-data/demo"
 	@echo "make test   - create/update .venv with dev extras, run lint, then the test suite"
-	@echo "make lint   - ruff (E, F, I, B, UP) and pyright (basic) on schemas/ store/ client/"
+	@echo "make lint   - ruff (E, F, I, B, UP) and pyright (basic) on schemas/ store/ client/ query/"
 	@echo "make bench  - run the benchmarks in bench/ (separate .venv-bench for peers)"
 
 $(BIN)/python:
@@ -42,8 +42,8 @@ $(PYRIGHT_PATHS): pyproject.toml
 	for d in schemas store workers service client query; do ln -sfn ../../../$$d $@/$$d; done
 
 lint: install $(PYRIGHT_PATHS)
-	$(BIN)/ruff check schemas store client
-	$(BIN)/pyright schemas store client
+	$(BIN)/ruff check schemas store client query
+	$(BIN)/pyright schemas store client query
 
 # One process by default: on a 2-core machine two pytest-xdist workers were slower (24 min vs ~17:
 # each brings up its own Ray, S3 server and models).  `make test PYTEST_WORKERS=2` runs two workers;

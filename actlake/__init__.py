@@ -11,13 +11,23 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what type checkers see; at run time these load on first use (``__getattr__`` below)
+    from actlake.client.dataset import ActivationDataset, open_dataset
+    from actlake.schemas import errors
+    from actlake.schemas.errors import ActlakeError
+    from actlake.schemas.job import JobSpec
     from actlake.service.submit import JobHandle
 
-from actlake.client.dataset import ActivationDataset, open_dataset  # noqa: E402
-from actlake.schemas import errors  # noqa: E402
-from actlake.schemas.errors import ActlakeError  # noqa: E402
-from actlake.schemas.job import JobSpec  # noqa: E402
+# Public names loaded on first access, so that ``import actlake`` (and every ``actlake`` command, even
+# ``--help``) does not pay for torch, zarr, pyarrow and pydantic before it needs them.
+_LAZY = {
+    "open_dataset": ("actlake.client.dataset", "open_dataset"),
+    "ActivationDataset": ("actlake.client.dataset", "ActivationDataset"),
+    "errors": ("actlake.schemas.errors", None),
+    "ActlakeError": ("actlake.schemas.errors", "ActlakeError"),
+    "JobSpec": ("actlake.schemas.job", "JobSpec"),
+    "JobHandle": ("actlake.service.submit", "JobHandle"),
+}
 
 
 def extract(job: JobSpec | dict[str, Any] | str, address: str | None = None,
@@ -55,14 +65,24 @@ def submit(job: JobSpec | dict[str, Any] | str, address: str | None = None, **kw
 
 
 def __getattr__(name: str) -> Any:
-    if name == "JobHandle":
-        from actlake.service.submit import JobHandle
+    """PEP 562: import a public name of ``_LAZY`` on first access and keep it as a module attribute."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'actlake' has no attribute {name!r}")
+    import importlib
 
-        return JobHandle
-    raise AttributeError(f"module 'actlake' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
 
 
-def join(ds_a: "ActivationDataset", ds_b: "ActivationDataset", on_mismatch: str = "error",
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+def join(ds_a: ActivationDataset, ds_b: ActivationDataset, on_mismatch: str = "error",
          prefixes: tuple[str, str] = ("a/", "b/")) -> Any:
     """Two datasets aligned on identical tokens as one (hooks: the union); see ``actlake.client.join``.
 
@@ -73,4 +93,5 @@ def join(ds_a: "ActivationDataset", ds_b: "ActivationDataset", on_mismatch: str 
     return _join(ds_a, ds_b, on_mismatch, prefixes)  # type: ignore[arg-type]
 
 
-__all__ = ["join", "open_dataset", "ActivationDataset", "extract", "submit", "JobHandle", "JobSpec", "ActlakeError", "errors", "__version__"]
+__all__ = ["join", "open_dataset", "ActivationDataset", "extract", "submit", "JobHandle", "JobSpec", "ActlakeError",
+           "errors", "__version__"]

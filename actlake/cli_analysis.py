@@ -3,7 +3,6 @@
 Registered on the ``actlake query`` app by one line at the end of actlake/cli_query.py."""
 from __future__ import annotations
 
-import numpy as np
 import typer
 
 from actlake.cli_query import (
@@ -36,6 +35,8 @@ def correlate(uri: str = URI, hook: str = HOOK,
               precision: str = PRECISION, out_path: str | None = OUT, address: str | None = ADDRESS,
               tasks: int | None = TASKS) -> None:
     """Pearson correlation between units of two hooks (one pass, float64); prints each unit's best match."""
+    import numpy as np
+
     import actlake
 
     _check_out(out_path)
@@ -56,6 +57,7 @@ def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "
         precision: str = PRECISION, out_path: str | None = OUT, address: str | None = ADDRESS,
         tasks: int | None = TASKS) -> None:
     """Principal components of a hook (streaming float64 covariance, eigendecomposition at the end)."""
+    import numpy as np
     import pyarrow as pa
 
     import actlake
@@ -82,6 +84,8 @@ def project(uri: str = URI, hook: str = HOOK,
             name: str = typer.Option(..., help="name of the new derived hook"),
             address: str | None = ADDRESS) -> None:
     """Write every row's values on the directions as a new derived hook (float32, committed)."""
+    import numpy as np
+
     import actlake
 
     dirs = _direction(directions)

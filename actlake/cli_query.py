@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+if TYPE_CHECKING:  # numpy loads in the commands that use it: `--help` stays fast
+    import numpy as np
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Query stored activations: top-k, bottom-k, interval samples, statistics, fetch.")
@@ -50,6 +52,8 @@ def _check_out(path: Optional[str]) -> None:
 
 def _load_arrays(name: str, path: str) -> dict[str, np.ndarray]:
     """Arrays from .npy / .npz / .safetensors / .pt (a tensor or a state dict)."""
+    import numpy as np
+
     if not os.path.exists(path):
         raise _qerr(f"{name}: no such file {path!r}")
     try:
@@ -218,6 +222,7 @@ def intervals(uri: str = URI, hook: str = HOOK, unit: Optional[int] = typer.Opti
 
 def stats_table(res: dict, by: Optional[str]):
     """Per-unit (and per-group) stats dict → one table row per (group, unit)."""
+    import numpy as np
     import pyarrow as pa
 
     groups = res.items() if by else [(None, res)]

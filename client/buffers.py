@@ -9,7 +9,6 @@ import threading
 from typing import Any
 
 import numpy as np
-import torch
 
 from actlake.store.dtypes import STORAGE
 
@@ -38,6 +37,8 @@ def as_records(a: np.ndarray) -> np.ndarray:
 def _pinned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Page-locked host memory (for non-blocking copies to a GPU) seen as a numpy array; the array
     keeps its tensor, hence the pinned block, alive."""
+    import torch  # here, not at the top: opening a dataset (``actlake info``) needs no torch
+
     n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     return torch.empty(n, dtype=torch.uint8, pin_memory=True).numpy().view(dtype).reshape(shape)
 

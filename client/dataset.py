@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from actlake.client.access import SnapshotAccess
-from actlake.client.batches import BatchStream
 from actlake.client.filters import RowFilter
 from actlake.schemas.errors import NotADatasetError, RowIdError
 from actlake.schemas.manifest import Manifest
@@ -17,7 +16,9 @@ from actlake.store.commitlog import Snapshot
 from actlake.store.dtypes import STORAGE, storage_to_tensor
 from actlake.store.fs import StoreFS, open_store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch and the loader load on first use: opening a dataset (`actlake info`) needs neither
+    import torch
+
     from actlake.client.protocol import Dataset
     from actlake.client.query import QueryEngine
     from actlake.client.torch_data import TorchBatches
@@ -85,7 +86,8 @@ class ActivationDataset:
     def _row_ids(self, row_ids) -> np.ndarray:
         """Row ids as a flat int64 array.  Integral floats (1.0) pass; fractional, non-finite,
         boolean or non-numeric ids and ids outside [0, num_rows) raise ``RowIdError``."""
-        if isinstance(row_ids, torch.Tensor):
+        tmod = sys.modules.get("torch")  # a tensor argument means torch is loaded: never load it for this check
+        if tmod is not None and isinstance(row_ids, tmod.Tensor):
             row_ids = row_ids.detach().cpu().numpy()
         try:
             arr = np.asarray(row_ids).reshape(-1)
@@ -175,6 +177,8 @@ class ActivationDataset:
                 with_provenance: bool = False, filter: RowFilter | dict | None = None, **kw):
         """Batches ``{hook: tensor[B, ...]}`` (+ ``row_id`` with provenance), shuffled across the
         whole dataset, deterministic in (seed, epoch), resumable; see client/batches.py."""
+        from actlake.client.batches import BatchStream
+
         # same class at run time; pyright takes client/dataset.py and its actlake.client link for two modules
         return BatchStream(self, batch_size, hooks, shuffle, seed, epoch,  # pyright: ignore[reportArgumentType]
                            rank, world_size, drop_last, device, with_provenance, filter=filter, **kw)
@@ -209,6 +213,8 @@ class ActivationDataset:
             ids = rng.choice(total, size=n, replace=False).astype(np.int64)
         else:
             ids = self._sample_filtered(n, rng, flt)
+        import torch
+
         out = self.take(ids, hooks)
         out["row_id"] = torch.from_numpy(ids)
         return out

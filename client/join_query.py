@@ -13,11 +13,9 @@ import numpy as np
 import pyarrow as pa
 
 from actlake.client import analysis
-from actlake.query.aggregates import Combined, Density, Grouped, Histogram, Moments, RowSummary
 from actlake.query.rangescan import RangeScan, range_plan
-from actlake.query.topk import IntervalSample, Maximum, TopK
+from actlake.query.results import interval_samples, ranked, unit_stats
 from actlake.query.validate import check_columns, parse_spec, projection_for
-from actlake.schemas.errors import QueryError
 
 
 class JoinedQuery:
@@ -58,18 +56,7 @@ class JoinedQuery:
         Raises: QueryError (unknown hook, bad unit / direction, k <= 0, no ``context_id`` for dedup)."""
         spec, ctx, plan = self._scan(hook, unit, direction, encoder, "topk" if largest else "bottomk", tasks, k=k,
                                      context=max(context, 0), dedup=dedup)
-        agg = TopK(ctx.proj_a.num_values, spec.k, largest=largest, dedup="context_id" if spec.dedup else None)
-        res = self._exec(ctx, plan, agg, address, progress)
-        vals, rids = res["values"], res["row_ids"]
-        p = ctx.proj_a
-        idx = p.units if p.units is not None else np.arange(p.num_values)
-        col = np.broadcast_to(np.arange(vals.shape[1])[None, :], vals.shape)
-        rank = np.broadcast_to(np.arange(vals.shape[0])[:, None], vals.shape)
-        label = "unit" if unit is not None else "direction" if direction is not None else "latent"
-        keep = (rids >= 0).T.reshape(-1)
-        table = pa.table({label: pa.array(idx[col.T.reshape(-1)][keep].astype(np.int64)),
-                          "rank": pa.array(rank.T.reshape(-1)[keep].astype(np.int32)),
-                          "row_id": pa.array(rids.T.reshape(-1)[keep]), "value": pa.array(vals.T.reshape(-1)[keep])})
+        table = ranked(lambda agg: self._exec(ctx, plan, agg, address, progress), spec, ctx.proj_a, largest)
         return self._with_provenance(table, context)
 
     def bottomk(self, hook: str, unit: Any = None, direction: Any = None, k: int = 20, context: int = 8,
@@ -85,18 +72,7 @@ class JoinedQuery:
         and ``seed`` only.  Raises: QueryError as ``topk``, and for more than one unit/direction."""
         spec, ctx, plan = self._scan(hook, unit, direction, encoder, "intervals", tasks, bins=bins, per_bin=per_bin,
                                      seed=seed)
-        if ctx.proj_a.num_values != 1:
-            label = "unit" if unit is not None else "direction" if direction is not None else "latent"
-            raise QueryError(f"{label}: sample_intervals takes one unit/direction/latent, got {ctx.proj_a.num_values}")
-        vmax = float(self._exec(ctx, plan, Maximum(1), address, progress)[0])
-        edges = np.linspace(0.0, max(vmax, 0.0), spec.bins + 1)
-        if not vmax > 0:
-            res = {"bin": np.empty(0, np.int64), "row_ids": np.empty(0, np.int64), "values": np.empty(0, np.float32)}
-        else:
-            res = self._exec(ctx, plan, IntervalSample(spec.bins, spec.per_bin, vmax, spec.seed), address, progress)
-        b = res["bin"]
-        table = pa.table({"bin": pa.array(b), "lo": pa.array(edges[b]), "hi": pa.array(edges[b + 1]),
-                          "row_id": pa.array(res["row_ids"]), "value": pa.array(res["values"])})
+        table = interval_samples(lambda agg: self._exec(ctx, plan, agg, address, progress), spec, ctx.proj_a)
         return self._with_provenance(table, context)
 
     def stats(self, hook: str, unit: Any = None, direction: Any = None, encoder: Any = None, threshold: float = 0.0,
@@ -110,24 +86,7 @@ class JoinedQuery:
         spec, ctx, plan = self._scan(hook, unit, direction, encoder, "stats", tasks, threshold=threshold, by=by,
                                      histogram_bins=histogram_bins,
                                      rows=rows and unit is None and direction is None and encoder is None)
-        c = ctx.proj_a.num_values
-        parts: dict[str, Any] = {"m": Moments(c), "d": Density(c, spec.threshold)}
-        if spec.rows:
-            parts["r"] = RowSummary()
-
-        def wrap(a: Any) -> Any:
-            return Grouped(a, spec.by) if spec.by else a
-
-        res = self._exec(ctx, plan, wrap(Combined(parts)), address, progress)
-        if spec.histogram_bins:
-            flat = list(res.values()) if spec.by else [res]
-            lo = float(np.nanmin([np.nanmin(r["min"]) for r in flat]))
-            hi = float(np.nanmax([np.nanmax(r["max"]) for r in flat]))
-            ctx.need_x = False
-            hist = self._exec(ctx, plan, wrap(Histogram(c, spec.histogram_bins, lo, hi)), address, progress)
-            for key in (res if spec.by else [None]):
-                (res[key] if spec.by else res).update(hist[key] if spec.by else hist)
-        return res
+        return unit_stats(lambda agg: self._exec(ctx, plan, agg, address, progress), spec, ctx.proj_a, ctx)
 
     def correlate(self, hook_a: str, hook_b: str | None = None, units_a: Any = None, units_b: Any = None,
                   **kw: Any) -> analysis.CorrelationResult:

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from actlake.query.aggregates import Combined, Density, Grouped, Histogram, Moments, RowSummary
 from actlake.query.context import Decode, text_windows, vision_labels
 from actlake.query.fetch import find_rows, key_table
 from actlake.query.local import LocalExecutor, Progress
 from actlake.query.plan import make_plan
+from actlake.query.results import interval_samples, ranked, unit_stats
 from actlake.query.scan import ScanContext
-from actlake.query.topk import IntervalSample, Maximum, TopK
 from actlake.query.validate import check_columns, check_hook, parse_spec, projection_for
 from actlake.schemas.errors import QueryError, RowIdError
 from actlake.schemas.query import QuerySpec
@@ -119,14 +118,6 @@ class QueryEngine:
             table = table.append_column("context", pa.array(self.contexts(rid, context), pa.string()))
         return table
 
-    @staticmethod
-    def _label(spec: QuerySpec) -> str:
-        return "unit" if spec.unit is not None else "direction" if spec.direction is not None else "latent"
-
-    def _index(self, spec: QuerySpec, ctx: ScanContext) -> np.ndarray:
-        p = ctx.projection
-        return p.units if p.units is not None else np.arange(p.num_values)
-
     # ---- top-k / bottom-k ---------------------------------------------------------------------
     def topk(self, hook: str, unit: int | Sequence[int] | None = None, direction: Any = None, k: int = 20,
              context: int = 8, dedup: str | None = None, largest: bool = True, encoder: Any = None,
@@ -151,17 +142,7 @@ class QueryEngine:
         spec, ctx, plan = self._prepare(kind="topk" if largest else "bottomk", hook=hook, unit=unit,
                                         direction=direction, encoder=encoder, k=k, context=max(context, 0),
                                         dedup=dedup, tasks=tasks)
-        agg = TopK(ctx.projection.num_values, spec.k, largest=largest, dedup="context_id" if spec.dedup else None)
-        res = self._run(ctx, plan, agg, address, progress)
-        vals, rids = res["values"], res["row_ids"]
-        idx = self._index(spec, ctx)
-        col = np.broadcast_to(np.arange(vals.shape[1])[None, :], vals.shape)
-        rank = np.broadcast_to(np.arange(vals.shape[0])[:, None], vals.shape)
-        keep = (rids >= 0).T.reshape(-1)
-        table = pa.table({self._label(spec): pa.array(idx[col.T.reshape(-1)][keep].astype(np.int64)),
-                          "rank": pa.array(rank.T.reshape(-1)[keep].astype(np.int32)),
-                          "row_id": pa.array(rids.T.reshape(-1)[keep]),
-                          "value": pa.array(vals.T.reshape(-1)[keep])})
+        table = ranked(lambda agg: self._run(ctx, plan, agg, address, progress), spec, ctx.projection, largest)
         return self._with_provenance(table, context)
 
     def bottomk(self, hook: str, unit: int | Sequence[int] | None = None, direction: Any = None, k: int = 20,
@@ -183,18 +164,7 @@ class QueryEngine:
         Raises: QueryError as ``topk``, and when more than one unit/direction/latent is given."""
         spec, ctx, plan = self._prepare(kind="intervals", hook=hook, unit=unit, direction=direction,
                                         encoder=encoder, bins=bins, per_bin=per_bin, seed=seed, tasks=tasks)
-        if ctx.projection.num_values != 1:
-            raise QueryError(f"{self._label(spec)}: sample_intervals takes one unit/direction/latent, "
-                             f"got {ctx.projection.num_values}")
-        vmax = float(self._run(ctx, plan, Maximum(1), address, progress)[0])
-        edges = np.linspace(0.0, max(vmax, 0.0), spec.bins + 1)
-        if not vmax > 0:
-            res = {"bin": np.empty(0, np.int64), "row_ids": np.empty(0, np.int64), "values": np.empty(0, np.float32)}
-        else:
-            res = self._run(ctx, plan, IntervalSample(spec.bins, spec.per_bin, vmax, spec.seed), address, progress)
-        b = res["bin"]
-        table = pa.table({"bin": pa.array(b), "lo": pa.array(edges[b]), "hi": pa.array(edges[b + 1]),
-                          "row_id": pa.array(res["row_ids"]), "value": pa.array(res["values"])})
+        table = interval_samples(lambda agg: self._run(ctx, plan, agg, address, progress), spec, ctx.projection)
         return self._with_provenance(table, context)
 
     # ---- statistics ---------------------------------------------------------------------------
@@ -224,27 +194,7 @@ class QueryEngine:
                                         direction=direction, encoder=encoder, histogram_bins=histogram_bins,
                                         rows=rows and unit is None and direction is None and encoder is None,
                                         tasks=tasks)
-        c = ctx.projection.num_values
-        parts: dict[str, Any] = {"m": Moments(c), "d": Density(c, spec.threshold)}
-        if spec.rows:
-            parts["r"] = RowSummary()
-
-        def wrap(a: Any) -> Any:
-            return Grouped(a, spec.by) if spec.by else a
-
-        res = self._run(ctx, plan, wrap(Combined(parts)), address, progress)
-        if spec.histogram_bins:
-            flat = list(res.values()) if spec.by else [res]
-            lo = float(np.nanmin([np.nanmin(r["min"]) for r in flat]))
-            hi = float(np.nanmax([np.nanmax(r["max"]) for r in flat]))
-            ctx.need_x = False
-            hist = self._run(ctx, plan, wrap(Histogram(c, spec.histogram_bins, lo, hi)), address, progress)
-            if spec.by:
-                for key in res:
-                    res[key].update(hist[key])
-            else:
-                res.update(hist)
-        return res
+        return unit_stats(lambda agg: self._run(ctx, plan, agg, address, progress), spec, ctx.projection, ctx)
 
     # ---- fetch --------------------------------------------------------------------------------
     def fetch(self, row_ids: Any = None, *, doc_id: Any = None, context_id: Any = None, context_pos: Any = None,

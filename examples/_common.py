@@ -7,6 +7,7 @@ Every workflow script (``examples/monosemanticity.py``, ``null_codes.py``, ``qk_
 """
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import os
@@ -35,6 +36,17 @@ PHOTO_LABEL = {"astronaut": "person", "camera": "person", "cat": "animal", "chel
                "coffee": "object", "rocket": "object", "motorcycle_left": "object", "page": "object",
                "immunohistochemistry": "texture", "hubble_deep_field": "texture", "brick": "texture",
                "grass": "texture", "gravel": "texture", "moon": "texture"}
+
+
+# ---- command line ---------------------------------------------------------------------------------
+def parser(doc: str, quick: str) -> argparse.ArgumentParser:
+    """A workflow's command line: the first paragraph of ``doc`` as its description, every option's
+    default in --help, ``--out`` (required) and ``--quick`` (``quick`` says what it shrinks to)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="output folder (stores, figures, summary.json, index.html)")
+    p.add_argument("--quick", action="store_true", help=quick)
+    return p
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -143,6 +155,14 @@ def extract(job: dict[str, Any]) -> str:
 
     spec = {"dtype": "float32", "device": "cpu", "progress": False, **job}
     return actlake.extract(spec)
+
+
+def extract_images(model: str, hooks: list[str], images: str, out: Path, **job: Any) -> str:
+    """``extract`` of ``hooks`` over the ImageFolder ``images`` into the store ``out``: 8 images per
+    forward pass, rows left in image / patch order (``shuffle_rows`` off); ``job`` adds JobSpec fields
+    (``weights``, ``max_images``, ...)."""
+    return extract({"model": model, "hooks": hooks, "data": {"type": "images", "path": images}, "out": str(out),
+                    "batch_size": 8, "shuffle_rows": False, **job})
 
 
 # ---- math --------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from _common import plt  # noqa: E402
-from train_sae import SAE, _rows, resample_dead  # noqa: E402
+from train_sae import SAE, _rows, fit_scale, resample_dead  # noqa: E402
 
 import actlake  # noqa: E402
 
@@ -63,9 +63,7 @@ def train_sae(ds, hook: str, seed: int, steps: int, batch: int, expansion: int, 
         for b in ds.batches(batch, hooks=[hook], shuffle=True, seed=seed, epoch=epoch):
             x = _rows(b, hook, device)
             if scale is None:
-                scale = float(x.pow(2).sum(1).mean().div(d).sqrt().clamp_min(1e-8))
-                with torch.no_grad():
-                    sae.b_dec.copy_(x.mean(0) / scale)
+                scale = fit_scale(sae, x)
             x = x / scale
             x_hat, f = sae(x)
             fvu = (x_hat - x).pow(2).sum(1).mean() / (x - x.mean(0)).pow(2).sum(1).mean()
@@ -178,10 +176,7 @@ def feature_page(ds, hook: str, enc: dict, chosen: list[int], out: Path) -> dict
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (every option with its default in --help)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True)
-    p.add_argument("--quick", action="store_true", help="tiny trained GPT-2, ~5k rows, 200 SAE steps")
+    p = C.parser(__doc__, quick="tiny trained GPT-2, ~5k rows, 200 SAE steps")
     p.add_argument("--model", help="model (default: smollm2-135m; --quick: a tiny GPT-2 built here)")
     p.add_argument("--hook", help="MLP neuron hook (default: depends on the model)")
     p.add_argument("--store", help="analyse this existing store (skip extraction)")

@@ -140,10 +140,7 @@ def analyse_model(name: str, uri: str, rep: C.Report, max_rows: int, n_maps: int
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (every option with its default in --help)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder (stores, figures, summary.json, index.html)")
-    p.add_argument("--quick", action="store_true", help="smallest setting: tiny models, 24+ images")
+    p = C.parser(__doc__, quick="smallest setting: tiny models, 24+ images")
     p.add_argument("--vit", help="ViT model folder / HF id (default: a config-built tiny ViT, 14×14 patches)")
     p.add_argument("--convnext", help="ConvNeXt model folder / HF id (default: a config-built tiny one)")
     p.add_argument("--images", help="ImageFolder of images (default: scikit-image photos, crops and flips)")
@@ -166,9 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       ("convnext", a.convnext, a.store_convnext, ["encoder.stages.1.layers.*"])):
         if store is None:
             model = model or str(C.tiny_vit(out) if name == "vit" else C.tiny_convnext(out))
-            store = C.extract({"model": model, "hooks": hooks, "data": {"type": "images", "path": images},
-                               "out": str(out / f"store-{name}"), "max_images": a.max_images, "batch_size": 8,
-                               "shuffle_rows": False})
+            store = C.extract_images(model, hooks, images, out / f"store-{name}", max_images=a.max_images)
         res[name] = analyse_model(name, store, rep, a.max_rows, maps)
         rep.add(name, res[name])
     return rep.finish()

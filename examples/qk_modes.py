@@ -51,10 +51,7 @@ def qk_svd(w_q: np.ndarray, w_k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (every option with its default in --help)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True)
-    p.add_argument("--quick", action="store_true", help="tiny ViT (4 layers, 4 heads, 14×14 patches), 26 images")
+    p = C.parser(__doc__, quick="tiny ViT (4 layers, 4 heads, 14×14 patches), 26 images")
     p.add_argument("--model", help="ViT folder / HF id (default: config-built tiny ViT)")
     p.add_argument("--images", help="ImageFolder (default: scikit-image photos)")
     p.add_argument("--store", help="analyse this existing store (with the hook and weights below)")
@@ -71,9 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     hook = f"blocks.{a.layer}.ln1.hook_normalized"
     wq, wk = f"blocks.{a.layer}.attn.W_Q", f"blocks.{a.layer}.attn.W_K"
     images = a.images or str(C.image_folder(out, 24))
-    uri = a.store or C.extract({"model": a.model or str(C.tiny_vit(out)), "hooks": [hook], "weights": [wq, wk],
-                                "data": {"type": "images", "path": images}, "out": str(out / "store"),
-                                "batch_size": 8, "shuffle_rows": False})
+    uri = a.store or C.extract_images(a.model or str(C.tiny_vit(out)), [hook], images, out / "store",
+                                      weights=[wq, wk])
     rep.lap("extract")
     ds = actlake.open_dataset(uri)
     w_q, w_k = ds.weights(wq).numpy(), ds.weights(wk).numpy()

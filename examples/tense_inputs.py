@@ -63,10 +63,7 @@ def spatial_map(ds, hook: str, image_id: int, vec: np.ndarray | None, unit: int 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (every option with its default in --help)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True)
-    p.add_argument("--quick", action="store_true", help="tiny ConvNeXt (14×14 maps), 26 images")
+    p = C.parser(__doc__, quick="tiny ConvNeXt (14×14 maps), 26 images")
     p.add_argument("--model", help="ConvNeXt folder / HF id (default: config-built tiny ConvNeXt)")
     p.add_argument("--hook", default="encoder.stages.1.layers.2:pre")
     p.add_argument("--images", help="ImageFolder (default: scikit-image photos)")
@@ -83,9 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.out)
     rep = C.Report(out, "maximally tense inputs")
     images = a.images or str(C.image_folder(out, 24))
-    uri = a.store or C.extract({"model": a.model or str(C.tiny_convnext(out)), "hooks": [a.hook],
-                                "data": {"type": "images", "path": images}, "out": str(out / "store"),
-                                "batch_size": 8, "shuffle_rows": False})
+    uri = a.store or C.extract_images(a.model or str(C.tiny_convnext(out)), [a.hook], images, out / "store")
     rep.lap("extract")
     ds = actlake.open_dataset(uri)
     hook = a.hook

@@ -90,6 +90,15 @@ def _rows(batch: dict[str, torch.Tensor], hook: str, device: str) -> torch.Tenso
 
 
 @torch.no_grad()
+def fit_scale(sae: SAE, x: torch.Tensor) -> float:
+    """From a fresh run's first batch ``x`` [B, d]: the scale s with E‖x/s‖² = d (the SAE always sees
+    x / s), and ``b_dec`` started at the batch mean / s.  Returns s."""
+    scale = float(x.pow(2).sum(1).mean().div(x.shape[1]).sqrt().clamp_min(1e-8))
+    sae.b_dec.copy_(x.mean(0) / scale)
+    return scale
+
+
+@torch.no_grad()
 def resample_dead(sae: SAE, opt: torch.optim.Adam, dead: torch.Tensor, x: torch.Tensor, scale: float) -> int:
     """Point dead latents at inputs the SAE reconstructs worst (sampled ∝ squared error)."""
     idx = dead.nonzero().squeeze(1)
@@ -172,9 +181,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str
             continue
         x = _rows(batch, hook, cfg.device)
         if scale is None:  # first batch of a fresh run: fix the scale, start b_dec at the mean
-            scale = float(x.pow(2).sum(1).mean().div(d_in).sqrt().clamp_min(1e-8))
-            with torch.no_grad():
-                sae.b_dec.copy_(x.mean(0) / scale)
+            scale = fit_scale(sae, x)
         x = x / scale
         x_hat, f = sae(x)
         mse = (x_hat - x).pow(2).sum(1).mean()

@@ -42,7 +42,7 @@ class Block:
     cols: dict[str, np.ndarray] = field(default_factory=dict)
     values_b: np.ndarray | None = None
 
-    def take(self, idx: np.ndarray) -> "Block":
+    def take(self, idx: np.ndarray) -> Block:
         """The rows at ``idx`` (ascending indices keep row ids ascending)."""
         return Block(self.values[idx], self.row_ids[idx], None if self.x is None else self.x[idx],
                      {k: v[idx] for k, v in self.cols.items()}, None if self.values_b is None else self.values_b[idx])
@@ -118,6 +118,7 @@ class Moments:
         s1, s2, s3, s4 = sums
         m3 = s3 - 3.0 * mu * s2 + 2.0 * n * mu ** 3
         m4 = s4 - 4.0 * mu * s3 + 6.0 * mu * mu * s2 - 3.0 * n * mu ** 4
+        assert lo is not None and hi is not None  # set by the first pass (minmax=True, n > 0)
         return {"n": n, "mean": ref + mu, "m2": np.maximum(m2, 0.0), "m3": m3, "m4": np.maximum(m4, 0.0),
                 "min": lo.astype(np.float64), "max": hi.astype(np.float64)}
 

@@ -11,7 +11,7 @@ from typing import Any
 from actlake.query.aggregates import State
 from actlake.query.blas import one_blas_thread_per_task
 from actlake.query.plan import PlanItem
-from actlake.query.scan import ScanContext, scan_item
+from actlake.query.scan import ScanContext, SelfScanning, scan_item
 
 Progress = Callable[[int, int], None]  # (rows done, rows total)
 
@@ -33,7 +33,8 @@ class LocalExecutor:
     def __init__(self, threads: int | None = None):
         self.threads = threads or min(8, os.cpu_count() or 1)
 
-    def run(self, ctx: ScanContext, plan: list[PlanItem], agg: Any, progress: Progress | None = None) -> State:
+    def run(self, ctx: ScanContext | SelfScanning, plan: list[PlanItem], agg: Any,
+            progress: Progress | None = None) -> State:
         """Scan every item and return the merged (not finalized) state.
 
         Args:
@@ -45,7 +46,7 @@ class LocalExecutor:
         out = agg.zero()
         n = max(1, min(self.threads, len(plan)))
         with ThreadPoolExecutor(n) as pool, one_blas_thread_per_task(n):
-            for item, state in zip(plan, pool.map(lambda it: scan_item(ctx, it, agg), plan)):
+            for item, state in zip(plan, pool.map(lambda it: scan_item(ctx, it, agg), plan), strict=True):
                 out = agg.merge(out, state)
                 done += item.rows
                 if progress is not None:

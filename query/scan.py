@@ -4,9 +4,9 @@ A :class:`ScanContext` is everything a task needs (picklable: Ray ships it once 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -75,11 +75,18 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
-def scan_item(ctx: ScanContext, item: PlanItem, agg: Any) -> State:
+class SelfScanning(Protocol):
+    """A scan context with its own loop over a plan item (``query.rangescan.RangeScan``: two hooks,
+    joins); ``scan_item`` hands it the item, so every executor runs both kinds unchanged."""
+
+    def scan(self, item: PlanItem, agg: Any) -> State: ...
+
+
+def scan_item(ctx: ScanContext | SelfScanning, item: PlanItem, agg: Any) -> State:
     """Fold every chunk of ``item`` into ``agg.zero()``, in row order.  Returns the partial state.
 
     Raises: StoreDamagedError / ActlakeError from the reader on missing or truncated chunks."""
-    if hasattr(ctx, "scan"):  # contexts with their own loop (query/rangescan.py: two hooks, joins)
+    if not isinstance(ctx, ScanContext):  # contexts with their own loop
         return ctx.scan(item, agg)
     state = agg.zero()
     hooks = {ctx.hook: ctx.info}
