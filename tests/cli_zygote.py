@@ -39,6 +39,7 @@ for line in requests:
             os.close(src)
         sys.stdin = open(0, closefd=False)
         sys.argv = [actlake.cli.__file__, *req["argv"]]
+        del sys.modules["actlake.cli"]  # as in a fresh interpreter: runpy runs it as __main__, not a second copy
         rc = 0
         try:
             runpy.run_module("actlake.cli", run_name="__main__", alter_sys=True)
@@ -91,12 +92,13 @@ class Zygote:
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(self, args: list[str], env: dict[str, str], timeout: float = 300,
+            cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory(prefix="cli-") as d:
             paths = {k: os.path.join(d, k) for k in ("stdout", "stderr")}
             for p in paths.values():
                 open(p, "w").close()
-            req = {"argv": list(map(str, args)), "env": env, "cwd": os.getcwd(), **paths}
+            req = {"argv": list(map(str, args)), "env": env, "cwd": os.fspath(cwd or os.getcwd()), **paths}
             self.proc.stdin.write(json.dumps(req) + "\n")  # type: ignore[union-attr]
             self.proc.stdin.flush()  # type: ignore[union-attr]
             pid = self._reply(60)["pid"]
@@ -117,3 +119,21 @@ class Zygote:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+_ZYGOTES: dict[tuple, Zygote] = {}
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run([sys.executable, "-m", "actlake.cli", *args], capture_output=True, text=True, env=env,
+    cwd=cwd, timeout=timeout)``, forked from a zygote started with exactly this environment (what modules
+    read from it at import time is the same as in a fresh interpreter; the last two environments keep one)."""
+    env = dict(os.environ if env is None else env)
+    key = tuple(sorted((k, v) for k, v in env.items() if k != "PYTEST_CURRENT_TEST"))  # set anew for each test
+    z = _ZYGOTES.get(key)
+    if z is None or z.proc.poll() is not None:
+        while len(_ZYGOTES) >= 2:
+            _ZYGOTES.pop(next(iter(_ZYGOTES))).close()
+        z = _ZYGOTES[key] = Zygote(env)
+    return z.run(list(args), env, timeout, cwd)

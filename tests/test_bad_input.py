@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import actlake
-from cli_zygote import Zygote
+from cli_zygote import run_cli
 
 CLI = [sys.executable, "-m", "actlake.cli"]
 
@@ -18,18 +18,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "COLUMNS": "200"}
 
 
-@functools.cache
-def _zygote() -> Zygote:
-    return Zygote(_env())
-
-
 def run(*args: str, fresh: bool = False) -> subprocess.CompletedProcess:
     """``python -m actlake.cli ARGS``: a process of its own, forked from an interpreter that has imported the
     CLI already (tests/cli_zygote.py: same exit status, stdout, stderr, environment and directory, without ~3 s
     of imports per command); ``fresh=True``: a new interpreter (for checks of the entry point's imports)."""
     if fresh:
         return subprocess.run(CLI + list(args), capture_output=True, text=True, env=_env(), timeout=300)
-    return _zygote().run(list(args), env=_env(), timeout=300)
+    return run_cli(list(args), env=_env(), timeout=300)
 
 
 @functools.cache
