@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from cli_zygote import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -155,8 +156,8 @@ def test_documented_commands_run(scratch):
         else:
             if not (scratch / "actlake-data" / "mine").exists():  # what the extract line above would write
                 write_demo_like_store("./actlake-data/mine", {"model.layers.0.mlp.down_proj:input": 8})
-            res = subprocess.run([sys.executable, "-m", "actlake.cli", *argv[1:]], cwd=scratch, env=ENV,
-                                 capture_output=True, text=True, timeout=300)
+            # its own process in the scratch folder, forked from a CLI already imported (tests/cli_zygote.py)
+            res = run_cli(argv[1:], env=ENV, cwd=scratch, timeout=300)
             assert res.returncode == 0, (argv, res.stderr[-3000:])
             assert "Traceback" not in res.stderr
         ran += 1

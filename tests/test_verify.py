@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 
 import actlake
 from actlake.store import open_store, verify_store
+from cli_zygote import run_cli
 from stores import make_store
 
 
@@ -37,7 +36,7 @@ def test_flipped_byte_is_detected(tmp_path, seed):
     victim.write_bytes(bytes(data))
     rep = verify_store(open_store(str(root)))
     assert not rep.ok, f"flip in {victim.relative_to(root)} at {pos} not detected"
-    res = subprocess.run([sys.executable, "-m", "actlake.cli", "verify", str(root)], capture_output=True, text=True)
+    res = run_cli(["verify", str(root)])  # its own process, forked from a CLI already imported
     assert res.returncode == 1 and "verify failed" in res.stderr
 
 

@@ -2,7 +2,6 @@
 written as files; `actlake query correlate|pca|project|plot` from the CLI; errors are one line."""
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,9 +13,8 @@ from actlake.schemas.errors import QueryError
 import actlake
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "query"))
+from cli_zygote import run_cli  # noqa: E402  (each command its own process, without ~3 s of imports each)
 from query_stores import text_store  # noqa: E402
-
-EXE = str(Path(sys.executable).with_name("actlake"))
 
 
 @pytest.fixture(scope="module")
@@ -48,31 +46,29 @@ def test_plots_match_numpy(store, tmp_path):
 
 def test_cli_correlate_pca_project_plot(store, tmp_path):
     uri, x = store
-    r = subprocess.run([EXE, "query", "correlate", uri, "--hook", "h", "--hook-b", "w", "--out", str(tmp_path / "c.parquet"),
-                        "--matrix", str(tmp_path / "m.npy")], capture_output=True, text=True)
+    r = run_cli(["query", "correlate", uri, "--hook", "h", "--hook-b", "w", "--out", str(tmp_path / "c.parquet"),
+                 "--matrix", str(tmp_path / "m.npy")])
     assert r.returncode == 0, r.stderr
     w = actlake.open_dataset(uri).take(np.arange(len(x)), "w")["w"].float().numpy()
     ref = np.corrcoef(x.astype(np.float64), w.astype(np.float64), rowvar=False)[:8, 8:]
     np.testing.assert_allclose(np.load(tmp_path / "m.npy"), ref, rtol=1e-9, atol=1e-12)
     assert pq.read_table(tmp_path / "c.parquet").column("best_unit").to_pylist() == np.argmax(ref, 1).tolist()
-    r = subprocess.run([EXE, "query", "pca", uri, "--hook", "h", "-n", "3", "--out", str(tmp_path / "p.csv"),
-                        "--precision", "float32"], capture_output=True, text=True)
+    r = run_cli(["query", "pca", uri, "--hook", "h", "-n", "3", "--out", str(tmp_path / "p.csv"),
+                 "--precision", "float32"])
     assert r.returncode == 0, r.stderr
     w0 = np.linalg.eigvalsh(np.cov(x.astype(np.float64), rowvar=False))[::-1][:3]
     np.testing.assert_allclose(pd_col(tmp_path / "p.csv", "explained_variance"), w0, rtol=1e-6)
     np.save(tmp_path / "D.npy", np.eye(8, dtype=np.float32)[:2])
-    r = subprocess.run([EXE, "query", "project", uri, "--hook", "h", "--directions", str(tmp_path / "D.npy"),
-                        "--name", "first2"], capture_output=True, text=True)
+    r = run_cli(["query", "project", uri, "--hook", "h", "--directions", str(tmp_path / "D.npy"),
+                 "--name", "first2"])
     assert r.returncode == 0, r.stderr
     got = actlake.open_dataset(uri).take(np.arange(len(x)), "first2")["first2"].numpy()
     assert np.array_equal(got, x[:, :2])
-    r = subprocess.run([EXE, "query", "plot", "density", uri, "--hook", "first2", "--out", str(tmp_path / "d.png")],
-                       capture_output=True, text=True)
+    r = run_cli(["query", "plot", "density", uri, "--hook", "first2", "--out", str(tmp_path / "d.png")])
     assert r.returncode == 0 and (tmp_path / "d.png").exists(), r.stderr
-    r = subprocess.run([EXE, "query", "correlate", uri, "--hook", "h", "--units", "0,99"], capture_output=True, text=True)
+    r = run_cli(["query", "correlate", uri, "--hook", "h", "--units", "0,99"])
     assert r.returncode == 2 and r.stderr.count("error") == 1
-    r = subprocess.run([EXE, "query", "correlate", uri, "--hook", "h", "--precision", "half"], capture_output=True,
-                       text=True)
+    r = run_cli(["query", "correlate", uri, "--hook", "h", "--precision", "half"])
     assert r.returncode == 2 and r.stderr.count("error") == 1 and "precision" in r.stderr
 
 

@@ -20,17 +20,19 @@ def start_server():
         s.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store(tmp_path_factory) -> str:
-    """The 622-row test store of tests/stores.py (row r holds r in column 0 of hook 'h')."""
+    """The 622-row test store of tests/stores.py (row r holds r in column 0 of hook 'h'); read-only, one
+    for the session."""
     from stores import make_store
 
     return make_store(str(tmp_path_factory.mktemp("remote") / "acts"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(store):
-    """One token-protected server for a module's tests, serving ``store`` as 'acts'."""
+    """One token-protected server for the session's tests (each process start imports torch: seconds),
+    serving ``store`` as 'acts'; tests that stop, restart or count streams start their own."""
     s = Server([store])
     yield s
     s.stop()
