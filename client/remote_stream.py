@@ -4,10 +4,12 @@
 ``state_dict`` / ``load_state_dict``) over a Flight ``do_get`` (service/flight_server.py)."""
 from __future__ import annotations
 
+import atexit
 import json
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +157,7 @@ class _Reader:
         self.call: flight.FlightStreamReader | None = None
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="actlake-remote", daemon=True)
+        _LIVE.add(self)
         self.thread.start()
 
     def _open(self) -> flight.FlightStreamReader:
@@ -233,3 +236,17 @@ class _Reader:
                 except Exception:
                     pass
         self.thread.join(timeout=10)
+        _LIVE.discard(self)
+
+
+# Readers of streams a program left open (an iterator neither exhausted nor closed).  They are
+# closed before the interpreter tears down: a reader thread still inside a gRPC call while the
+# Flight client's C++ objects are destroyed aborts the process ("terminate called without an
+# active exception", exit status 134) after the program's own work is done.
+_LIVE: "weakref.WeakSet[_Reader]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_readers() -> None:
+    for r in list(_LIVE):
+        r.close()
