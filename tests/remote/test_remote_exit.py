@@ -1,7 +1,7 @@
 """A program that leaves a remote stream open (an iterator neither exhausted nor closed) still exits
 cleanly: the reader thread was inside a gRPC call while the interpreter tore the Flight client
 down, and the process aborted ("terminate called without an active exception", status 134; a race
-with teardown, seen once in ~10 exits of a script on a 768 MB store: this test guards the clean path).
+with teardown, seen once in ~10 exits of a script on a 768 MB store: this test guards the clean path)."""
 from __future__ import annotations
 
 import subprocess
