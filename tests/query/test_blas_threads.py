@@ -11,11 +11,20 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
 def _blas_threads() -> list[int]:
-    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    """Thread counts of the BLAS libraries the scans' policy manages (numpy's), read from the
+    libraries now.  Libraries loaded later by other tests (scipy ships its own OpenBLAS) are not
+    numpy's and are left alone."""
+    from actlake.query.blas import _controller
+
+    mine = {lib.filepath for lib in _controller().lib_controllers if lib.user_api == "blas"}
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+            if i["user_api"] == "blas" and i["filepath"] in mine]
 
 
 def test_limits_blas_while_several_task_threads_run_and_restores_after():
     np.ones((4, 4)) @ np.ones((4, 4))  # BLAS loaded
+    import scipy.linalg  # noqa: F401  (another BLAS in the process, as in the full suite)
+
     before = _blas_threads()
     assert before, "numpy's BLAS is not visible to threadpoolctl"
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
