@@ -60,6 +60,10 @@ class StoreRows:
         d = self.width(hook)
         n = r1 - r0
         dt = STORAGE[info.dtype]
+        mapped = self._mapped(hook, r0, r1) if bufs is not None else None
+        if mapped is not None:  # the range is one chunk's rows on a local disk: no copy
+            raw = mapped.reshape(n, d)
+            return raw if info.dtype == "float32" else _widen_into(raw, info.dtype, bufs, hook)  # type: ignore[arg-type]
         buf = None if bufs is None else bufs.get(hook)
         if buf is None or buf.size < n * d:
             buf = np.empty(n * d, dt)
@@ -83,6 +87,21 @@ class StoreRows:
         if bufs is None or info.dtype == "float32":
             return to_float32(out, info.dtype).reshape(n, d)
         return _widen_into(out.reshape(n, d), info.dtype, bufs, hook)
+
+
+    def _mapped(self, hook: str, r0: int, r1: int) -> np.ndarray | None:
+        """Rows ``[r0, r1)`` as a read-only view of their mapped chunk file when they lie in one chunk
+        of a local, uncompressed fragment (``FragmentReader.map_rows``: checked in place), else None."""
+        offs = self.offsets
+        f = int(np.searchsorted(np.asarray(offs), r0, side="right") - 1)
+        lo, hi = r0 - int(offs[f]), r1 - int(offs[f])
+        c = lo // self.chunk_rows
+        if hi > int(offs[f + 1]) - int(offs[f]) or (hi - 1) // self.chunk_rows != c:
+            return None
+        rows = self._reader(f).map_rows(hook, c)
+        if rows is None:
+            return None
+        return rows[lo - c * self.chunk_rows:hi - c * self.chunk_rows]
 
 
 def _widen_into(raw: np.ndarray, dtype: str, bufs: dict, hook: str) -> np.ndarray:
