@@ -243,7 +243,7 @@ class _Reader:
 # closed before the interpreter tears down: a reader thread still inside a gRPC call while the
 # Flight client's C++ objects are destroyed aborts the process ("terminate called without an
 # active exception", exit status 134) after the program's own work is done.
-_LIVE: "weakref.WeakSet[_Reader]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[_Reader] = weakref.WeakSet()
 
 
 @atexit.register
