@@ -39,7 +39,10 @@ def _client(args: argparse.Namespace) -> None:
     import actlake.client.batches  # noqa: F401
     import actlake.client.remote  # noqa: F401
 
-    time.sleep(max(0.0, args.at - time.time()))  # concurrent clients start together, after their imports
+    # concurrent clients start together, after their imports.  On this machine DAMON proactive reclaim
+    # (action "pageout") evicts pages idle for seconds, the store's cached pages included, so the
+    # first batch after the wait may read its window from disk (and verify it whole) — a cold start
+    time.sleep(max(0.0, args.at - time.time()))
     t0 = time.time()
     c0 = time.process_time()
     ds = actlake.open_dataset(args.uri, storage_options={"token": TOKEN} if args.uri.startswith("grpc") else None)
