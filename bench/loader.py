@@ -125,6 +125,7 @@ def _m_ram_perm(o: dict) -> dict:
 def _m_actlake(o: dict) -> dict:
     import torch  # imported before the clock starts, like a trainer has it
 
+    import actlake.client.batches  # noqa: F401  (`import actlake` loads the loader lazily: imports stay off the clock)
     from actlake import open_dataset
 
     if o.get("torch_threads"):
