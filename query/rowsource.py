@@ -88,7 +88,6 @@ class StoreRows:
             return to_float32(out, info.dtype).reshape(n, d)
         return _widen_into(out.reshape(n, d), info.dtype, bufs, hook)
 
-
     def _mapped(self, hook: str, r0: int, r1: int) -> np.ndarray | None:
         """Rows ``[r0, r1)`` as a read-only view of their mapped chunk file when they lie in one chunk
         of a local, uncompressed fragment (``FragmentReader.map_rows``: checked in place), else None."""

@@ -312,9 +312,8 @@ class FragmentReader:
         if not size:
             self.check_object(key, b"")
             return
-        try:  # map the cached pages in one go and checksum them in place (no copy, no fresh pages)
-            m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
-        except (OSError, ValueError, AttributeError):
+        m = _map_readonly(fd, size)  # the cached pages in one go, checksummed in place (no copy)
+        if m is None:
             self.check_object(key, os.pread(fd, size, 0))
             return
         want_size, crc, digest = self._committed(key)
@@ -348,10 +347,8 @@ class FragmentReader:
                 size = os.fstat(f.fileno()).st_size
                 if size < rows * info.row_bytes:
                     raise self._damaged(key, f"{size} bytes, {rows * info.row_bytes} expected (truncated)")
-                try:
-                    m = mmap.mmap(f.fileno(), size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                                  prot=mmap.PROT_READ)
-                except (OSError, ValueError, AttributeError, TypeError):  # no POSIX mmap: read instead
+                m = _map_readonly(f.fileno(), size)
+                if m is None:
                     return None
         except FileNotFoundError:
             raise self._damaged(key, "missing") from None
@@ -475,6 +472,15 @@ class FragmentReader:
             if isinstance(e, StoreDamagedError):
                 raise
             raise self._damaged(key, f"unreadable parquet ({e})") from None
+
+
+def _map_readonly(fd: int, size: int) -> mmap.mmap | None:
+    """A read-only shared mapping of ``size`` bytes of ``fd`` with its pages mapped in one go
+    (``MAP_POPULATE`` where the OS has it), or None where POSIX mmap is unavailable or refuses."""
+    try:
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def decode_chunk(raw: bytes, info: HookInfo, chunk_rows: int, rows: int | None = None) -> np.ndarray:
