@@ -1,6 +1,6 @@
 """Streaming from S3 vs the raw GET bar, local disk and the peers, in one run on the same dataset.
 
-    .venv/bin/python bench/s3.py                 # --sizes 65536,262144 --buffer-rows 16384 --block-rows 512
+    .venv/bin/python bench/s3.py                 # --sizes 65536,262144 --buffer-rows 65536 --block-rows 2048
     .venv/bin/python bench/s3.py --quick         # 16,384 and 49,152 rows, 4,096-row window: runs end to end
     bash bench/setup_peers.sh                    # first, for the peers (.venv-bench)
 
@@ -153,10 +153,10 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=1024, help="row width (fp16)")
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--chunk-rows", type=int, default=8192)
-    ap.add_argument("--buffer-rows", type=int, default=16384, help="actlake shuffle window (0: the library's auto)")
-    ap.add_argument("--block-rows", type=int, default=512,
-                    help="actlake read block = one ranged GET (0: the library's auto; for a small window it picks tiny "
-                         "blocks, e.g. 2 rows = 4 KB GETs)")
+    ap.add_argument("--buffer-rows", type=int, default=65536, help="actlake shuffle window (0: the library's auto)")
+    ap.add_argument("--block-rows", type=int, default=2048,
+                    help="actlake read block = one ranged GET (2,048 fp16 rows of 1,024 = 4 MB; 0: the library's auto, "
+                         "which for a small explicit window picks small blocks, e.g. 2 rows = 4 KB GETs)")
     ap.add_argument("--peers", default="mosaic,litdata", help="comma list of mosaic,litdata; '' for none")
     ap.add_argument("--peer-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     ap.add_argument("--workdir", default=None, help="where stores and the server live (default: a temp dir)")

@@ -52,22 +52,53 @@ class RangeScan:
         end = item.first_row + item.rows
         bufs_a: dict = {}
         bufs_b: dict = {}
+        # pair scans over all units of a stored bf16/fp16 hook hand its stored rows to the
+        # aggregate, which widens them slab by slab in cache (CoMoments.update)
+        raw_a = self.hook_b is not None and self._stored(self.source_a, self.hook_a, self.proj_a)
+        raw_b = self.hook_b is not None and not self.same and self._stored(self.source_b, self.hook_b, self.proj_b)
         for lo in range(item.first_row, end, self.block_rows):
             hi = min(end, lo + self.block_rows)
-            xa = self.source_a.read(self.hook_a, lo, hi, bufs_a)  # views of reused buffers
+            self._prefetch(hi, min(end, hi + self.block_rows))  # the next block, read while this one computes
             rid = np.arange(lo, hi, dtype=np.int64)
-            va = self.proj_a(xa)
-            if self.hook_b is None:
-                cols = {k: v[lo:hi] for k, v in self.cols.items()}
-                state = agg.update(state, Block(va, rid, xa if self.need_x else None, cols))
-                continue
+            if raw_a:
+                va = self.source_a.read(self.hook_a, lo, hi, bufs_a, raw=True)
+            else:
+                xa = self.source_a.read(self.hook_a, lo, hi, bufs_a)  # views of reused buffers
+                va = self.proj_a(xa)
+                if self.hook_b is None:
+                    cols = {k: v[lo:hi] for k, v in self.cols.items()}
+                    state = agg.update(state, Block(va, rid, xa if self.need_x else None, cols))
+                    continue
+            dt_a = self.source_a.hooks[self.hook_a].dtype if raw_a else "float32"
             if self.same:
-                state = agg.update(state, PairBlock(va, None, rid))
+                state = agg.update(state, PairBlock(va, None, rid, dt_a))
                 continue
             assert self.proj_b is not None
-            xb = self.source_b.read(self.hook_b, lo, hi, bufs_b)
-            state = agg.update(state, PairBlock(va, self.proj_b(xb), rid))
+            if raw_b:
+                vb = self.source_b.read(self.hook_b, lo, hi, bufs_b, raw=True)
+                dt_b = self.source_b.hooks[self.hook_b].dtype
+            else:
+                vb, dt_b = self.proj_b(self.source_b.read(self.hook_b, lo, hi, bufs_b)), "float32"
+            state = agg.update(state, PairBlock(va, vb, rid, dt_a, dt_b))
         return state
+
+    def _prefetch(self, r0: int, r1: int) -> None:
+        """Start reading rows ``[r0, r1)`` of the hooks this scan reads (sources that can)."""
+        pairs = [(self.source_a, self.hook_a)]
+        if self.hook_b is not None and not self.same and (self.source_b is not self.source_a or self.hook_b != self.hook_a):
+            pairs.append((self.source_b, self.hook_b))
+        for source, hook in pairs:
+            if hasattr(source, "prefetch"):
+                source.prefetch(hook, r0, r1)
+
+    @staticmethod
+    def _stored(source: Any, hook: str | None, proj: Projection | None) -> bool:
+        """Whether blocks of ``hook`` can go to the aggregate as stored bf16/fp16 rows: every unit,
+        no projection, read from one store (``StoreRows``; a join's ``MappedRows`` gathers floats)."""
+        from actlake.query.rowsource import StoreRows
+
+        return (isinstance(source, StoreRows) and hook is not None and proj is not None
+                and proj.kind == "identity" and source.hooks[hook].dtype in ("bfloat16", "float16"))
 
 
 def range_plan(num_rows: int, block_rows: int, row_bytes: int, tasks: int | None, source: Any = None) -> list[PlanItem]:

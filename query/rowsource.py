@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actlake.query.values import to_float32
+from actlake.query.values import to_float32, widen_into
 from actlake.schemas.errors import QueryError
 from actlake.schemas.fragment import FragmentRecord
 from actlake.schemas.hooks import HookInfo
@@ -50,11 +50,14 @@ class StoreRows:
             r = self._readers[f] = FragmentReader(self.store, self.fragments[f], self.hooks, self.chunk_rows)
         return r
 
-    def read(self, hook: str, r0: int, r1: int, bufs: dict | None = None) -> np.ndarray:
+    def read(self, hook: str, r0: int, r1: int, bufs: dict | None = None, raw: bool = False) -> np.ndarray:
         """Rows ``[r0, r1)`` of ``hook`` as float32 ``[n, d]`` (bf16/fp16 widened).
 
         Args: bufs: optional dict of reusable storage buffers (hook → array), filled on first use;
             the result may be a view of such a buffer (valid until the next read with it).
+            raw: return the rows in their storage dtype instead (uint16 bits of bfloat16, float16
+            or float32 ``[n, d]``; with ``bufs``, possibly a read-only view of the mapped chunk), for
+            a consumer that widens them itself (``query.values.widen_into``).
         Raises: StoreDamagedError / ActlakeError from the reader (missing or truncated chunks)."""
         info = self.hooks[hook]
         d = self.width(hook)
@@ -62,8 +65,8 @@ class StoreRows:
         dt = STORAGE[info.dtype]
         mapped = self._mapped(hook, r0, r1) if bufs is not None else None
         if mapped is not None:  # the range is one chunk's rows on a local disk: no copy
-            raw = mapped.reshape(n, d)
-            return raw if info.dtype == "float32" else _widen_into(raw, info.dtype, bufs, hook)  # type: ignore[arg-type]
+            rows = mapped.reshape(n, d)
+            return rows if raw or info.dtype == "float32" else _widen_into(rows, info.dtype, bufs, hook)  # type: ignore[arg-type]
         buf = None if bufs is None else bufs.get(hook)
         if buf is None or buf.size < n * d:
             buf = np.empty(n * d, dt)
@@ -84,9 +87,25 @@ class StoreRows:
                                       out[o:o + c1 - c0])
             pos = int(offs[f]) + hi
             f += 1
+        if raw:
+            return out.reshape(n, d)
         if bufs is None or info.dtype == "float32":
             return to_float32(out, info.dtype).reshape(n, d)
         return _widen_into(out.reshape(n, d), info.dtype, bufs, hook)
+
+    def prefetch(self, hook: str, r0: int, r1: int) -> None:
+        """Start reading the chunks of rows ``[r0, r1)`` of ``hook`` in the background (local
+        stores; ``FragmentReader.prefetch``).  Rows past the end are ignored."""
+        r1 = min(r1, self.num_rows)
+        if r0 >= r1:
+            return
+        offs = np.asarray(self.offsets)
+        f = int(np.searchsorted(offs, r0, side="right") - 1)
+        while f < len(self.fragments) and int(offs[f]) < r1:
+            lo, hi = max(r0, int(offs[f])) - int(offs[f]), min(r1, int(offs[f + 1])) - int(offs[f])
+            for c in range(lo // self.chunk_rows, -(-hi // self.chunk_rows)):
+                self._reader(f).prefetch(hook, c)
+            f += 1
 
     def _mapped(self, hook: str, r0: int, r1: int) -> np.ndarray | None:
         """Rows ``[r0, r1)`` as a read-only view of their mapped chunk file when they lie in one chunk
@@ -109,15 +128,8 @@ def _widen_into(raw: np.ndarray, dtype: str, bufs: dict, hook: str) -> np.ndarra
     key = f"{hook}\0f32"
     buf = bufs.get(key)
     if buf is None or buf.size < raw.size:
-        buf = bufs[key] = np.empty(raw.size, np.uint32)
-    u = buf[: raw.size].reshape(raw.shape)
-    if dtype == "bfloat16":
-        np.copyto(u, raw, casting="safe")  # uint16 → uint32, then the bits move to the high half
-        u <<= 16
-        return u.view(np.float32)
-    f = u.view(np.float32)
-    np.copyto(f, raw, casting="safe")  # float16 → float32 is exact
-    return f
+        buf = bufs[key] = np.empty(raw.size, np.float32)
+    return widen_into(raw, dtype, buf[: raw.size].reshape(raw.shape))
 
 
 @dataclass

@@ -120,6 +120,17 @@ def scan_item(ctx: ScanContext | SelfScanning, item: PlanItem, agg: Any) -> Stat
     # a few units of a wide hook: select them before widening (bf16/fp16 chunks are not widened whole)
     select_first = p.kind == "units" and not ctx.need_x and p.units is not None and len(p.units) * 4 <= p.width
 
+    # each chunk's successor is read by the OS in the background while this one computes
+    order = [(f, c) for f, c0, c1 in item.segments for c in range(c0, c1)]
+    nxt = iter(order[1:])
+
+    def prefetch_next() -> None:
+        f_, c_ = next(nxt, (None, None))
+        if f_ is not None:
+            r_ = ctx.reader(f_, hooks)
+            for h in hooks:
+                r_.prefetch(h, c_)
+
     for f, c0, c1 in item.segments:
         reader = ctx.reader(f, hooks)
         cols = {}
@@ -128,6 +139,7 @@ def scan_item(ctx: ScanContext | SelfScanning, item: PlanItem, agg: Any) -> Stat
             prov = reader.read_provenance(columns=ctx.columns).slice(lo, hi - lo)
             cols = {c: _column(prov, c) for c in ctx.columns}
         for c in range(c0, c1):
+            prefetch_next()
             if select_first:
                 x = None
                 values = to_float32(raw_rows(reader, ctx.hook, c)[:, p.units], ctx.info.dtype)

@@ -30,6 +30,21 @@ def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     return raw.astype(np.float32)
 
 
+def widen_into(raw: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
+    """Write stored rows into ``out`` as float32, in one pass (same bits as :func:`to_float32`).
+
+    Args:
+        raw: rows in the storage dtype (uint16 bits of bfloat16, float16 or float32), ``[n, d]``.
+        dtype: the logical dtype recorded in the manifest ("float32" | "float16" | "bfloat16").
+        out: float32 ``[n, d]`` (its buffer is written; for bfloat16 through a uint32 view).
+    Returns: ``out``."""
+    if dtype == "bfloat16":
+        np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)  # the bits move to the high half
+    else:
+        np.copyto(out, raw, casting="safe")  # float16 → float32 is exact
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Projection:
     """What a query computes per row.

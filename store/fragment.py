@@ -357,6 +357,23 @@ class FragmentReader:
             self.check_object(key, raw)
         return raw[: rows * info.row_bytes].view(STORAGE[info.dtype]).reshape(rows, *info.shape)
 
+    def prefetch(self, hook: str, chunk: int) -> None:
+        """Ask the OS to start reading one chunk file into the page cache in the background
+        (``posix_fadvise(WILLNEED)``), so that a scan's next chunk arrives while it computes on this
+        one.  Local stores only (elsewhere, and on any error, nothing happens); returns at once."""
+        if not self.store.is_local or not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            fd = os.open(self.store.path(self._key(self.hooks[hook], chunk)), os.O_RDONLY)
+        except OSError:
+            return  # a missing chunk is reported by the read that needs it
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
     def read_rows(self, hook: str, chunk: int, lo: int, hi: int) -> np.ndarray:
         """Rows [lo, hi) of one chunk.  Uncompressed chunks are read as a byte range (one read,
         nothing decoded; verified when the range is the whole chunk); compressed chunks are read

@@ -110,3 +110,23 @@ def test_bad_arguments(store):
         ds.query.correlate("h", "w", units_b=[9])
     with pytest.raises(QueryError, match="^direction_a"):
         ds.query.correlate("h", direction_a=np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_hooks_widened_in_the_aggregate(tmp_path, dtype):
+    """bf16/fp16 hooks reach CoMoments as stored rows (widened slab by slab): same results as numpy
+    on the loaded float values, also for a large mean and across chunk and fragment edges."""
+    uri, x, _ = text_store(str(tmp_path / "ds"), fragments=(300, 257, 64, 1), d=8, chunk_rows=32, dtype=dtype,
+                           ties=False, mean=300.0, scale=2.0, seed=5)
+    ds = actlake.open_dataset(uri)
+    w = ds.take(np.arange(ds.num_rows), hooks="w")["w"].float().numpy().astype(np.float64)
+    x64 = x.astype(np.float64)
+    assert np.array_equal(ds.take(np.arange(ds.num_rows), hooks="h")["h"].float().numpy(), x)
+    np.testing.assert_allclose(ds.query.correlate("h", "w").matrix, _corr(x64, w), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ds.query.correlate("h").matrix, _corr(x64, x64), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ds.query.covariance("h"), np.cov(x64, rowvar=False), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ds.query.pca("h", 2).mean, x64.mean(axis=0), rtol=1e-12)
+    # float32 products over one 622-row block of near-duplicate columns (w ≈ 2 h): ~6e-6, as before the
+    # stored rows went to the aggregate (float32 values give the same figure)
+    fast = ds.query.correlate("h", "w", precision="float32").matrix
+    assert np.abs(fast - _corr(x64, w)).max() < 2e-5
