@@ -179,7 +179,8 @@ def _buffer(bufs: dict, key: str, shape: tuple[int, int], dt: type) -> np.ndarra
 
 
 def shifted_slabs(x: np.ndarray, out: np.ndarray, squares: bool, dtype: str = "float32",
-                  scratch: dict | None = None, slab_bytes: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+                  scratch: dict | None = None,
+                  slab_bytes: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Write ``x - K`` into ``out`` one cache-sized slab of rows at a time, summing as it goes.
 
     Per slab of about ``slab_bytes`` of ``out`` (stays in the L2 cache): the rows are widened

@@ -85,7 +85,8 @@ class RangeScan:
     def _prefetch(self, r0: int, r1: int) -> None:
         """Start reading rows ``[r0, r1)`` of the hooks this scan reads (sources that can)."""
         pairs = [(self.source_a, self.hook_a)]
-        if self.hook_b is not None and not self.same and (self.source_b is not self.source_a or self.hook_b != self.hook_a):
+        other = self.source_b is not self.source_a or self.hook_b != self.hook_a
+        if self.hook_b is not None and not self.same and other:
             pairs.append((self.source_b, self.hook_b))
         for source, hook in pairs:
             if hasattr(source, "prefetch"):

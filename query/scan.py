@@ -125,11 +125,11 @@ def scan_item(ctx: ScanContext | SelfScanning, item: PlanItem, agg: Any) -> Stat
     nxt = iter(order[1:])
 
     def prefetch_next() -> None:
-        f_, c_ = next(nxt, (None, None))
-        if f_ is not None:
+        for f_, c_ in nxt:
             r_ = ctx.reader(f_, hooks)
             for h in hooks:
                 r_.prefetch(h, c_)
+            return
 
     for f, c0, c1 in item.segments:
         reader = ctx.reader(f, hooks)
