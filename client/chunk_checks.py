@@ -21,11 +21,11 @@ import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import google_crc32c
 import numpy as np
 
 from actlake.schemas.errors import StoreDamagedError
 from actlake.store import layout
+from actlake.store.fragment import crc32c
 
 if TYPE_CHECKING:
     from actlake.client.access import SnapshotAccess
@@ -77,7 +77,7 @@ def crc_of(views, crc: int = 0) -> int:
     """CRC-32C of the concatenation of byte buffers (memoryviews or numpy arrays), continuing
     ``crc`` (the CRC-32C of what precedes them)."""
     for v in views:
-        crc = google_crc32c.extend(crc, np.frombuffer(v, dtype=np.uint8))
+        crc = crc32c(np.frombuffer(v, dtype=np.uint8), crc)
     return crc
 
 
@@ -154,7 +154,7 @@ class RangeChecks:
                     raise StoreDamagedError(self.access.store.path(obj), "missing") from None
                 if len(gap) != s - at:
                     raise StoreDamagedError(self.access.store.path(obj), f"truncated (committed {size} bytes)")
-                crc = crc32c_combine(crc, google_crc32c.value(gap), s - at)
+                crc = crc32c_combine(crc, crc32c(gap), s - at)
             crc, at = crc32c_combine(crc, c, e - s), e
         if crc != want:
             raise StoreDamagedError(self.access.store.path(obj), "checksum mismatch (the bytes changed after commit)")

@@ -14,7 +14,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 
-import google_crc32c
+import crc32c as _crc32c
 import numcodecs
 import numpy as np
 import pyarrow as pa
@@ -37,12 +37,16 @@ def sha256(data: bytes | np.ndarray) -> str:
     return hashlib.sha256(data.data if isinstance(data, np.ndarray) else data).hexdigest()
 
 
-def crc32c(data) -> int:
-    """CRC-32C (Castagnoli) of ``data``: the cheap per-object check readers verify on every whole
-    read (≈5.6 GB/s on one core here, vs ≈1.3 GB/s for sha256; the checksum S3 offers natively)."""
-    if not isinstance(data, (bytes, np.ndarray)):  # the C extension takes bytes or numpy buffers
+def crc32c(data, value: int = 0) -> int:
+    """CRC-32C (Castagnoli) of ``data``, continuing ``value`` (the CRC of what precedes it): the cheap
+    per-object check readers verify on every whole read (≈12 GB/s on one core here with the SSE 4.2
+    instruction, vs ≈1.3 GB/s for sha256; the checksum S3 offers natively).  The ``crc32c`` package
+    releases the GIL while it runs, so scan and loader threads check their chunks in parallel (and a
+    check that faults in mapped pages from disk does not stall the other threads).
+    Args: data: bytes-like (bytes, memoryview, numpy array).  Returns: the CRC as an int."""
+    if not isinstance(data, (bytes, np.ndarray)):
         data = np.frombuffer(data, dtype=np.uint8)
-    return google_crc32c.value(data)
+    return _crc32c.crc32c(data, value)
 
 
 def _codecs(info: HookInfo):
@@ -444,7 +448,7 @@ class FragmentReader:
             n = f.readinto(view[got:got + step])
             if not n:
                 break
-            c = google_crc32c.extend(c, np.frombuffer(view[got:got + n], dtype=np.uint8))
+            c = crc32c(np.frombuffer(view[got:got + n], dtype=np.uint8), c)
             got += n
         if got != size:
             raise self._damaged(key, f"{got} bytes, committed {size} (truncated or replaced)")
