@@ -22,7 +22,7 @@ from actlake.cli_query import (
     out,
 )
 
-PRECISION = typer.Option("float64", help="products in 'float64', or 'float32' (float64-centred blocks, "
+PRECISION = typer.Option("float64", help="products in 'float64', or 'float32' (float32 products of shifted blocks, "
                          "merged in float64; ~1e-6 of float64, less CPU)")
 
 

@@ -8,7 +8,7 @@ float64 matmul of the same blocks; peak RSS at two row counts.
   cyclically: throughput does not depend on the values).  Every other row count is a snapshot prefix
   of the same store (its first commits).  5 M rows = 18 GB on disk.
 * ours: ``ds.query.correlate("a", "b")`` and ``ds.query.pca("p", 10)``, with ``precision="float64"``
-  (default) and ``"float32"`` (float32 products of float64-centred blocks, merged in float64), each
+  (default) and ``"float32"`` (float32 products of shifted blocks, merged in float64), each
   in a fresh process (peak RSS = VmHWM of that process), page cache as left by writing the store
   (``BENCH_WARMUP=1`` adds an untimed pass).
 * bare: the inner loop alone on in-memory float64 blocks of 8,192 rows: ``acc += A.T @ B`` (and

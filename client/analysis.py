@@ -121,8 +121,8 @@ def comoments(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = No
               precision: str = "float64") -> tuple[dict, Projection, Projection, bool]:
     """One pass of float64 co-moments between two column sets.  Returns (state, proj_a, proj_b, same).
 
-    ``precision``: "float64" (products in float64) or "float32" (float32 products of float64-centred
-    sub-blocks of ~1,000 rows, merged in float64; see ``actlake.query.comoments.CoMoments``).
+    ``precision``: "float64" (products in float64) or "float32" (float32 products of sub-blocks
+    shifted by their first rows' mean, merged in float64; see ``actlake.query.comoments.CoMoments``).
     Raises: QueryError (bad hook / selection / precision, empty store)."""
     if precision not in ("float64", "float32"):
         raise QueryError(f"precision: must be 'float64' or 'float32', got {precision!r}")
@@ -152,7 +152,7 @@ def correlate(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = No
     Sets are units (``units_a``; all units by default), directions (``direction_a`` ``[C, d]``) or
     SAE latents (``encoder_a``) of ``hook_a``, likewise for ``_b`` of ``hook_b`` (default: the same
     hook; with no b selection either, the a set against itself).  ``best``: "max" or "abs".
-    ``precision="float32"`` multiplies float64-centred sub-blocks in float32 (merged in float64):
+    ``precision="float32"`` multiplies shifted sub-blocks in float32 (merged in float64):
     ~1.4–2× less CPU, correlations within ~1e-6 of float64 (default "float64").  ``address=``: Ray.
     Returns: CorrelationResult (float64 ``matrix [n_a, n_b]``, ``best`` table).
     Raises: QueryError (unknown hook, unit out of range, wrong direction width, empty store).

@@ -57,7 +57,7 @@ class CoMoments:
             of ``max_temp_bytes / (8 (p + q))`` rows (default 64 MB: a whole 8,192-row scan block
             of a 512 + 512 pair or a 768-wide hook — measured fastest: a GEMM / SYRK over 8,192
             rows runs 10–30% faster than over 1,024 — and 1,024-row sub-blocks at 4,096 + 4,096).
-        precision: "float64" (default): centred sub-blocks and their products in float64, equal to
+        precision: "float64" (default): shifted sub-blocks and their products in float64, equal to
             numpy's float64 ``cov`` / ``corrcoef`` to ~1e-12.  "float32": each sub-block is shifted
             by the mean of its first rows, rounded to float32 and multiplied in float32 (sums of at most
             one sub-block's rows); sub-block results are merged in float64 as above.  About 1.5–2×

@@ -1,4 +1,4 @@
-"""CoMoments(precision="float32") — float32 products of float64-centred sub-blocks, merged in float64 —
+"""CoMoments(precision="float32") — float32 products of shifted sub-blocks, merged in float64 —
 against numpy's float64 corrcoef / cov on bf16-valued data of four shapes (shared factors, a large
 offset, heavy-tailed ReLU³ values, rare massive activations): correlations within 2e-6 (measured: at most
 1e-6, ReLU³), covariance within 2e-6 of sd_a·sd_b, PCA eigenvalues within 1e-6 of the largest.  The default float64 path
