@@ -126,3 +126,40 @@ def pytest_collection_modifyitems(config, items):
         return
     first = {it.nodeid.split("::", 1)[0] for it in items if it.get_closest_marker("slow")} | RAY_CLUSTER_MODULES
     items.sort(key=lambda it: it.nodeid.split("::", 1)[0] not in first)
+
+
+# ---- nothing written into the checkout ------------------------------------------------------------------
+# A test that writes a store relative to the working directory (a relative --out resolved in the wrong
+# process) leaves it in the repository, where a later `git add -A` commits it: the run fails instead.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _untracked() -> set[str] | None:
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=normal"],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode:
+        return None
+    return {ln[3:] for ln in r.stdout.splitlines() if ln.startswith("?? ")}
+
+
+def pytest_sessionstart(session):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        session.config._actlake_untracked = _untracked()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_actlake_untracked", None)
+    if before is None or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    new = sorted((_untracked() or set()) - before)
+    if new:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        msg = f"tests left files in the checkout (write under tmp_path instead): {', '.join(new)}"
+        if tr is not None:
+            tr.write_line(msg, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
