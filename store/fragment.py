@@ -46,7 +46,8 @@ def crc32c(data, value: int = 0) -> int:
     Args: data: bytes-like (bytes, memoryview, numpy array).  Returns: the CRC as an int."""
     if not isinstance(data, (bytes, np.ndarray)):
         data = np.frombuffer(data, dtype=np.uint8)
-    return _crc32c.crc32c(data, value)
+    # ``ndarray.data`` is the array's buffer; numpy's stubs declare ``__buffer__`` only for Python >= 3.12
+    return _crc32c.crc32c(data.data if isinstance(data, np.ndarray) else data, value)
 
 
 def _codecs(info: HookInfo):
