@@ -40,29 +40,38 @@ def correlate(uri: str = URI, hook: str = HOOK,
     import actlake
 
     _check_out(out_path)
-    if matrix is not None and not matrix.endswith(".npy"):
-        raise _qerr(f"matrix: {matrix!r} must end in .npy")
+    _check_out(matrix, "matrix", (".npy",))
     ds = actlake.open_dataset(uri)
     res = _run("correlate", ds.query.correlate, hook_a=hook, hook_b=hook_b, units_a=_ints("units", units),
                units_b=_ints("units-b", units_b), best=best, precision=precision, address=address, tasks=tasks)
     _show(res.best, f"best matches of {hook} in {hook_b or hook} ({res.n:,} rows)")
     _write(res.best, out_path)
     if matrix is not None:
-        np.save(matrix, res.matrix)
+        import os
+
+        tmp = f"{matrix}.tmp-{os.getpid()}.npy"
+        np.save(tmp, res.matrix)
+        os.replace(tmp, matrix)
         err.print(f"wrote the {res.matrix.shape[0]}×{res.matrix.shape[1]} matrix to {matrix}")
 
 
 def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "-n", "--n-components"),
         cosine: str | None = typer.Option(None, help=".npy/.pt file of [d] or [m, d] vectors: cosine with each PC"),
+        components: str | None = typer.Option(None, help="also save mean [d], components [k, d] (unit rows), "
+                                              "explained_variance [k] and explained_variance_ratio [k] "
+                                              "(float64) to this .npz file"),
         precision: str = PRECISION, out_path: str | None = OUT, address: str | None = ADDRESS,
         tasks: int | None = TASKS) -> None:
     """Principal components of a hook (streaming float64 covariance, eigendecomposition at the end)."""
+    import os
+
     import numpy as np
     import pyarrow as pa
 
     import actlake
 
     _check_out(out_path)
+    _check_out(components, "components", (".npz",))
     vecs = _direction(cosine)
     ds = actlake.open_dataset(uri)
     res = _run("pca", ds.query.pca, hook=hook, n_components=n_components, precision=precision, address=address,
@@ -77,6 +86,12 @@ def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "
     table = pa.table(cols)
     _show(table, f"PCA of {hook} ({res.n:,} rows)")
     _write(table, out_path)
+    if components is not None:
+        tmp = f"{components}.tmp-{os.getpid()}.npz"
+        np.savez(tmp, mean=res.mean, components=res.components, explained_variance=res.explained_variance,
+                 explained_variance_ratio=res.explained_variance_ratio)
+        os.replace(tmp, components)
+        err.print(f"wrote mean, {len(res.components)} components and their variances to {components}")
 
 
 def project(uri: str = URI, hook: str = HOOK,

@@ -18,7 +18,7 @@ ADDRESS = typer.Option(None, "--address", envvar="RAY_ADDRESS",
                        help="Ray Jobs API address, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
 TOKEN = typer.Option(None, "--token", help="Ray auth token (default: Ray's RAY_AUTH_TOKEN / ~/.ray/auth_token)")
 
-jobs_app = typer.Typer(no_args_is_help=True, help="Manage extraction jobs submitted to a Ray cluster.")
+jobs_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Manage extraction jobs submitted to a Ray cluster.")
 
 
 def submit(

@@ -5,6 +5,7 @@ before any chunk is read; nothing is written to ``--out`` unless the query succe
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -16,8 +17,9 @@ from rich.table import Table
 if TYPE_CHECKING:  # numpy loads in the commands that use it: `--help` stays fast
     import numpy as np
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Query stored activations: top-k, bottom-k, interval samples, statistics, fetch.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Query stored activations: top-k, bottom-k, interval samples, statistics, fetch, "
+                       "correlate, PCA, project onto directions, plots.")
 err = Console(stderr=True)
 out = Console()
 OUT_FORMATS = (".parquet", ".csv", ".json")
@@ -45,9 +47,12 @@ def _ints(name: str, text: Optional[str]) -> list[int] | None:
         raise _qerr(f"{name}: expected comma-separated integers, got {text!r}") from None
 
 
-def _check_out(path: Optional[str]) -> None:
-    if path is not None and not path.endswith(OUT_FORMATS):
-        raise _qerr(f"out: {path!r} must end in {', '.join(OUT_FORMATS)}")
+def _check_out(path: Optional[str], arg: str = "out", formats: tuple[str, ...] = OUT_FORMATS) -> None:
+    """An output file named on the command line, checked before the query runs (suffix, folder)."""
+    from actlake.client.outputs import check_output_file
+
+    if path is not None:
+        check_output_file(arg, path, formats)
 
 
 def _load_arrays(name: str, path: str) -> dict[str, np.ndarray]:
@@ -132,8 +137,9 @@ def _write(table, path: Optional[str]) -> None:
     elif path.endswith(".csv"):
         pcsv.write_csv(_plain(table), tmp)
     else:
-        with open(tmp, "w") as f:
-            json.dump(_plain(table).to_pylist(), f)
+        with open(tmp, "w") as f:  # strict JSON: NaN / ±inf (a constant unit's correlation) become null
+            json.dump([{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+                       for row in _plain(table).to_pylist()], f, allow_nan=False)
     os.replace(tmp, path)
     err.print(f"wrote {table.num_rows:,} rows to {path}")
 

@@ -90,6 +90,17 @@ def row_source(ds: Any, hook: str, arg: str = "hook") -> Any:
 
 def _projection(src: Any, hook: str, units: Any, direction: Any, encoder: Any, arg: str) -> Projection:
     info = check_hook_in(src, hook, f"hook_{arg}")
+    given = [f"{k}_{arg}" for k, v in (("units", units), ("direction", direction), ("encoder", encoder))
+             if v is not None]
+    if len(given) > 1:
+        raise QueryError(f"{given[1]}: give only one of units_{arg}, direction_{arg}, encoder_{arg} "
+                         f"(got {', '.join(given)})")
+    if units is not None and not hasattr(units, "detach"):
+        flat = np.asarray(units, dtype=object).reshape(-1)
+        if not all(isinstance(u, (int, np.integer)) and not isinstance(u, bool) for u in flat):
+            raise QueryError(f"units_{arg}: must be whole unit indices, got {units!r}")
+        if len(set(int(u) for u in flat)) < len(flat):
+            raise QueryError(f"units_{arg}: a unit is listed twice ({units!r})")
     try:
         spec = parse_spec(kind="stats", hook=hook, unit=units, direction=direction, encoder=encoder)
         return projection_for(spec, info)
@@ -114,22 +125,31 @@ def _run(ctx: RangeScan, plan: list, agg: Any, address: str | None, threads: int
     return executor_for(address, threads).run(ctx, plan, agg, progress)
 
 
+def check_common(precision: str = "float64", tasks: Any = None, threads: Any = None) -> None:
+    """The arguments every analysis takes, checked before any other work.  Raises: QueryError."""
+    if precision not in ("float64", "float32"):
+        raise QueryError(f"precision: must be 'float64' or 'float32', got {precision!r}")
+    for name, v in (("tasks", tasks), ("threads", threads)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise QueryError(f"{name}: must be a whole number >= 1, got {v!r}")
+
+
 def comoments(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = None, units_b: Any = None,
               direction_a: Any = None, direction_b: Any = None, encoder_a: Any = None, encoder_b: Any = None,
               address: str | None = None, threads: int | None = None, progress: Any = None,
               tasks: int | None = None, max_temp_bytes: int = 64 << 20,
-              precision: str = "float64") -> tuple[dict, Projection, Projection, bool]:
+              precision: str = "float64", arg_a: str = "hook_a") -> tuple[dict, Projection, Projection, bool]:
     """One pass of float64 co-moments between two column sets.  Returns (state, proj_a, proj_b, same).
 
     ``precision``: "float64" (products in float64) or "float32" (float32 products of sub-blocks
     shifted by their first rows' mean, merged in float64; see ``actlake.query.comoments.CoMoments``).
     Raises: QueryError (bad hook / selection / precision, empty store)."""
-    if precision not in ("float64", "float32"):
-        raise QueryError(f"precision: must be 'float64' or 'float32', got {precision!r}")
-    src_a = row_source(ds, hook_a, "hook_a")
+    check_common(precision, tasks, threads)
+    src_a = row_source(ds, hook_a, arg_a)  # arg_a: the caller's name for it ("hook" in covariance / pca)
     pa_ = _projection(src_a, hook_a, units_a, direction_a, encoder_a, "a")
-    same_sel = units_b is None and direction_b is None and encoder_b is None
-    if hook_b is None and same_sel:
+    no_sel_a = units_a is None and direction_a is None and encoder_a is None
+    no_sel_b = units_b is None and direction_b is None and encoder_b is None
+    if hook_b is None and no_sel_a and no_sel_b:  # every unit of one hook against every unit of it
         hook_b, src_b, pb, same = hook_a, src_a, pa_, True
     else:
         hook_b = hook_a if hook_b is None else hook_b
@@ -151,7 +171,8 @@ def correlate(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = No
 
     Sets are units (``units_a``; all units by default), directions (``direction_a`` ``[C, d]``) or
     SAE latents (``encoder_a``) of ``hook_a``, likewise for ``_b`` of ``hook_b`` (default: the same
-    hook; with no b selection either, the a set against itself).  ``best``: "max" or "abs".
+    hook, all its units; with no selection on either side, every unit against every other unit of
+    ``hook_a``).  ``best``: "max" or "abs".
     ``precision="float32"`` multiplies shifted sub-blocks in float32 (merged in float64):
     ~1.4–2× less CPU, correlations within ~1e-6 of float64 (default "float64").  ``address=``: Ray.
     Returns: CorrelationResult (float64 ``matrix [n_a, n_b]``, ``best`` table).
@@ -179,7 +200,7 @@ def correlate(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = No
 def covariance(ds: Any, hook: str, units: Any = None, ddof: int = 1, **kw: Any) -> np.ndarray:
     """Covariance ``[d, d]`` (or ``[C, C]`` of ``units``) in float64, one pass; ddof=1 as numpy.cov.
     Takes ``precision=`` / ``address=`` / ``tasks=`` as ``correlate``.  Raises: QueryError as ``correlate``."""
-    s, *_ = comoments(ds, hook, None, units, **kw)
+    s, *_ = comoments(ds, hook, None, units, arg_a="hook", **kw)
     return cov_of(s, ddof)
 
 
@@ -188,13 +209,20 @@ def pca(ds: Any, hook: str, n_components: int, ddof: int = 1, **kw: Any) -> PCAR
     Takes ``precision=`` / ``address=`` / ``tasks=`` as ``correlate``.
 
     Returns: PCAResult (``mean [d]``, ``components [k, d]`` unit rows, ``explained_variance [k]``).
-    Raises: QueryError (n_components not in [1, d], unknown hook, empty store)."""
+    Raises: QueryError (n_components not in [1, d], unknown hook, empty store, fewer than ``ddof + 1``
+    rows, non-finite values)."""
+    check_common(kw.get("precision", "float64"), kw.get("tasks"), kw.get("threads"))
     src = row_source(ds, hook)
     d = src.width(hook)
     if not 0 < int(n_components) <= d:
         raise QueryError(f"n_components: must be in [1, {d}], got {n_components}")
-    s, *_ = comoments(ds, hook, **kw)
+    s, *_ = comoments(ds, hook, arg_a="hook", **kw)
+    if s["n"] <= ddof:
+        raise QueryError(f"hook: PCA needs more than {ddof} row(s); {hook} has {s['n']}")
     c = cov_of(s, ddof)
+    if not np.all(np.isfinite(c)):
+        raise QueryError(f"hook: the covariance of {hook} has NaN or infinite entries (non-finite values in the "
+                         "data); PCA needs finite values")
     w, v = np.linalg.eigh(c)
     order = np.argsort(w)[::-1][: int(n_components)]
     comps = v[:, order].T.copy()

@@ -84,13 +84,16 @@ def kurtosis(ds: Any, hooks: Any = None, **kw: Any) -> Any:
 
 def plot(ds: Any, kind: str, hook: Any, path: str | None = None, **kw: Any) -> Any:
     """Dispatch to ``histogram`` / ``density`` / ``kurtosis``; save to ``path`` (.png/.svg/.pdf) when
-    given.  Raises: QueryError on an unknown kind or path suffix."""
+    given.  Raises: QueryError on an unknown kind, a path suffix other than those, or a folder that
+    does not exist or cannot be written."""
     from actlake.schemas.errors import QueryError
 
     if kind not in KINDS:
         raise QueryError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-    if path is not None and not path.endswith((".png", ".svg", ".pdf")):
-        raise QueryError(f"out: {path!r} must end in .png, .svg or .pdf")
+    if path is not None:
+        from actlake.client.outputs import check_output_file
+
+        check_output_file("out", path, (".png", ".svg", ".pdf"))
     fig = {"histogram": histogram, "density": density, "kurtosis": kurtosis}[kind](ds, hook, **kw)
     if path is not None:
         import os

@@ -34,6 +34,8 @@ progress)`` has the local executor's signature and returns the same merged state
 def executor_for(address: str | None, threads: int | None = None) -> Any:
     """``LocalExecutor`` without an address; the Ray executor (``"local"``: an embedded Ray on a
     loopback address; else a cluster address) with one."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise QueryError(f"threads: must be a whole number >= 1, got {threads!r}")
     if address is None:
         return LocalExecutor(threads)
     module, cls = RAY_EXECUTOR.split(":")

@@ -62,7 +62,9 @@ class CoMoments:
             by the mean of its first rows, rounded to float32 and multiplied in float32 (sums of at most
             one sub-block's rows); sub-block results are merged in float64 as above.  About 1.5–2×
             less CPU per row; correlations within ~1e-6 of float64 (measured in
-            tests/analysis/test_comoments_precision.py) — far below the resolution of bf16 data.
+            tests/analysis/test_comoments_precision.py) — far below the resolution of bf16 data;
+            covariance within ~1e-6 · sd_a·sd_b, up to ~3e-5 on half-precision data with a mean of
+            hundreds of standard deviations (docs/analysis.md).
     State: ``n`` (int), ``mean_a`` [p], ``mean_b`` [q], ``m2_a`` [p], ``m2_b`` [q], ``c`` [p, q], all
     float64.  ``update`` folds into the state it is given (owned by the caller's task) and returns it.
     """

@@ -125,7 +125,8 @@ class SeaweedServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m actlake.store.s3server [--dir DIR]``: a local S3 server to try actlake on, until Ctrl-C.
+    """``python -m actlake.store.s3server [--dir DIR]``: a local S3 server to try actlake on, until Ctrl-C
+    or SIGTERM (both stop the ``weed`` process it started).
 
     Prints the environment to export in another shell (endpoint, bucket ``actlake``, test keys)."""
     import argparse
@@ -145,6 +146,12 @@ def main(argv: list[str] | None = None) -> None:
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
         print(f"  export {k}={env[k]}")
     print(f"  actlake extract ... --out s3://{srv.bucket}/mydata", flush=True)
+
+    def interrupt(*_: object) -> None:  # `kill PID` (SIGTERM) and SIGHUP stop the server as Ctrl-C does; SIGINT
+        raise KeyboardInterrupt  # too when started in the background, where the shell set it to ignored
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, interrupt)
     try:
         while srv.proc is not None and srv.proc.poll() is None:
             time.sleep(1)
