@@ -250,6 +250,7 @@ def project(ds: Any, hook: str, directions: Any, name: str, threads: int | None 
 
     if hasattr(ds, "row_source"):
         raise QueryError("dataset: project writes into a store; call it on one side of a join")
+    check_common(threads=threads)
     info = check_hook_in(ds.manifest, hook)
     if ds.num_rows == 0:
         raise QueryError("dataset: the store has no committed rows to query")
