@@ -15,7 +15,7 @@ from actlake.query.comoments import CoMoments, correlation
 from actlake.query.comoments import covariance as cov_of
 from actlake.query.rangescan import RangeScan, range_plan, run_bounded
 from actlake.query.rowsource import StoreRows, check_hook_in
-from actlake.query.validate import as_array, parse_spec, projection_for
+from actlake.query.validate import as_array, check_count, parse_spec, projection_for
 from actlake.query.values import Projection
 from actlake.schemas.errors import QueryError
 
@@ -129,9 +129,8 @@ def check_common(precision: str = "float64", tasks: Any = None, threads: Any = N
     """The arguments every analysis takes, checked before any other work.  Raises: QueryError."""
     if precision not in ("float64", "float32"):
         raise QueryError(f"precision: must be 'float64' or 'float32', got {precision!r}")
-    for name, v in (("tasks", tasks), ("threads", threads)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-            raise QueryError(f"{name}: must be a whole number >= 1, got {v!r}")
+    check_count("tasks", tasks)
+    check_count("threads", threads)
 
 
 def comoments(ds: Any, hook_a: str, hook_b: str | None = None, units_a: Any = None, units_b: Any = None,

@@ -19,7 +19,7 @@ from actlake.query.local import LocalExecutor, Progress
 from actlake.query.plan import make_plan
 from actlake.query.results import interval_samples, ranked, unit_stats
 from actlake.query.scan import ScanContext
-from actlake.query.validate import check_columns, check_hook, parse_spec, projection_for
+from actlake.query.validate import check_columns, check_count, check_hook, parse_spec, projection_for
 from actlake.schemas.errors import QueryError, RowIdError
 from actlake.schemas.query import QuerySpec
 
@@ -34,8 +34,7 @@ progress)`` has the local executor's signature and returns the same merged state
 def executor_for(address: str | None, threads: int | None = None) -> Any:
     """``LocalExecutor`` without an address; the Ray executor (``"local"``: an embedded Ray on a
     loopback address; else a cluster address) with one."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise QueryError(f"threads: must be a whole number >= 1, got {threads!r}")
+    check_count("threads", threads)
     if address is None:
         return LocalExecutor(threads)
     module, cls = RAY_EXECUTOR.split(":")

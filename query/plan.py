@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actlake.schemas.errors import QueryError
+from actlake.query.validate import check_count
 
 DEFAULT_ITEM_BYTES = 64 << 20  # target bytes of hook data per item when no task count is given
 
@@ -47,8 +47,7 @@ def make_plan(fragment_rows: list[int], chunk_rows: int, row_bytes: int, tasks: 
         list of PlanItem covering every row exactly once, in row order (empty for an empty store).
     Raises: QueryError when ``tasks`` is not a whole number >= 1.
     """
-    if tasks is not None and (isinstance(tasks, bool) or not isinstance(tasks, (int, np.integer)) or tasks < 1):
-        raise QueryError(f"tasks: must be a whole number >= 1, got {tasks!r}")
+    check_count("tasks", tasks)
     rows = np.asarray(fragment_rows, dtype=np.int64)
     nchunks = -(-rows // chunk_rows)
     total = int(nchunks.sum())

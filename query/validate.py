@@ -14,6 +14,13 @@ from actlake.schemas.hooks import HookInfo
 from actlake.schemas.query import QuerySpec
 
 
+def check_count(name: str, value: Any) -> None:
+    """``value`` must be None or a whole number >= 1 (``tasks``, ``threads``).  Raises: QueryError
+    naming ``name``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise QueryError(f"{name}: must be a whole number >= 1, got {value!r}")
+
+
 def parse_spec(**kw: Any) -> QuerySpec:
     """Build a QuerySpec; pydantic errors become one QueryError naming the field(s)."""
     try:
