@@ -47,11 +47,9 @@ def correlate(uri: str = URI, hook: str = HOOK,
     _show(res.best, f"best matches of {hook} in {hook_b or hook} ({res.n:,} rows)")
     _write(res.best, out_path)
     if matrix is not None:
-        import os
+        from actlake.client.outputs import write_atomically
 
-        tmp = f"{matrix}.tmp-{os.getpid()}.npy"
-        np.save(tmp, res.matrix)
-        os.replace(tmp, matrix)
+        write_atomically(matrix, lambda tmp: np.save(tmp, res.matrix))
         err.print(f"wrote the {res.matrix.shape[0]}×{res.matrix.shape[1]} matrix to {matrix}")
 
 
@@ -63,8 +61,6 @@ def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "
         precision: str = PRECISION, out_path: str | None = OUT, address: str | None = ADDRESS,
         tasks: int | None = TASKS) -> None:
     """Principal components of a hook (streaming float64 covariance, eigendecomposition at the end)."""
-    import os
-
     import numpy as np
     import pyarrow as pa
 
@@ -87,10 +83,11 @@ def pca(uri: str = URI, hook: str = HOOK, n_components: int = typer.Option(10, "
     _show(table, f"PCA of {hook} ({res.n:,} rows)")
     _write(table, out_path)
     if components is not None:
-        tmp = f"{components}.tmp-{os.getpid()}.npz"
-        np.savez(tmp, mean=res.mean, components=res.components, explained_variance=res.explained_variance,
-                 explained_variance_ratio=res.explained_variance_ratio)
-        os.replace(tmp, components)
+        from actlake.client.outputs import write_atomically
+
+        write_atomically(components, lambda tmp: np.savez(
+            tmp, mean=res.mean, components=res.components, explained_variance=res.explained_variance,
+            explained_variance_ratio=res.explained_variance_ratio))
         err.print(f"wrote mean, {len(res.components)} components and their variances to {components}")
 
 

@@ -131,16 +131,19 @@ def _write(table, path: Optional[str]) -> None:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    tmp = f"{path}.tmp-{os.getpid()}"
-    if path.endswith(".parquet"):
-        pq.write_table(table, tmp)
-    elif path.endswith(".csv"):
-        pcsv.write_csv(_plain(table), tmp)
-    else:
-        with open(tmp, "w") as f:  # strict JSON: NaN / ±inf (a constant unit's correlation) become null
-            json.dump([{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-                       for row in _plain(table).to_pylist()], f, allow_nan=False)
-    os.replace(tmp, path)
+    from actlake.client.outputs import write_atomically
+
+    def write(tmp: str) -> None:
+        if path.endswith(".parquet"):
+            pq.write_table(table, tmp)
+        elif path.endswith(".csv"):
+            pcsv.write_csv(_plain(table), tmp)
+        else:
+            with open(tmp, "w") as f:  # strict JSON: NaN / ±inf (a constant unit's correlation) become null
+                json.dump([{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+                           for row in _plain(table).to_pylist()], f, allow_nan=False)
+
+    write_atomically(path, write)
     err.print(f"wrote {table.num_rows:,} rows to {path}")
 
 

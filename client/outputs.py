@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from actlake.schemas.errors import QueryError
 
@@ -22,3 +23,17 @@ def check_output_file(arg: str, path: str, suffixes: tuple[str, ...]) -> None:
         raise QueryError(f"{arg}: {path!r} is a folder")
     if not os.access(folder, os.W_OK):
         raise QueryError(f"{arg}: cannot write in {folder!r}")
+
+
+def write_atomically(path: str, write: Callable[[str], object]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path`` (same suffix: numpy and matplotlib go by
+    it), then rename it to ``path``: a reader never sees a partial file, and a failed write leaves
+    nothing behind.  Raises: whatever ``write`` raises."""
+    tmp = f"{path}.tmp-{os.getpid()}{os.path.splitext(path)[1]}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

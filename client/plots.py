@@ -96,9 +96,7 @@ def plot(ds: Any, kind: str, hook: Any, path: str | None = None, **kw: Any) -> A
         check_output_file("out", path, (".png", ".svg", ".pdf"))
     fig = {"histogram": histogram, "density": density, "kurtosis": kurtosis}[kind](ds, hook, **kw)
     if path is not None:
-        import os
+        from actlake.client.outputs import write_atomically
 
-        tmp = f"{path}.tmp-{os.getpid()}{os.path.splitext(path)[1]}"
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        write_atomically(path, fig.savefig)
     return fig
