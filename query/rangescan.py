@@ -56,6 +56,8 @@ class RangeScan:
         # aggregate, which widens them slab by slab in cache (CoMoments.update)
         raw_a = self.hook_b is not None and self._stored(self.source_a, self.hook_a, self.proj_a)
         raw_b = self.hook_b is not None and not self.same and self._stored(self.source_b, self.hook_b, self.proj_b)
+        dt_a = self.source_a.hooks[self.hook_a].dtype if raw_a else "float32"  # what PairBlock says it holds
+        dt_b = self.source_b.hooks[self.hook_b].dtype if raw_b else "float32"
         for lo in range(item.first_row, end, self.block_rows):
             hi = min(end, lo + self.block_rows)
             self._prefetch(hi, min(end, hi + self.block_rows))  # the next block, read while this one computes
@@ -69,16 +71,14 @@ class RangeScan:
                     cols = {k: v[lo:hi] for k, v in self.cols.items()}
                     state = agg.update(state, Block(va, rid, xa if self.need_x else None, cols))
                     continue
-            dt_a = self.source_a.hooks[self.hook_a].dtype if raw_a else "float32"
             if self.same:
                 state = agg.update(state, PairBlock(va, None, rid, dt_a))
                 continue
             assert self.proj_b is not None
             if raw_b:
                 vb = self.source_b.read(self.hook_b, lo, hi, bufs_b, raw=True)
-                dt_b = self.source_b.hooks[self.hook_b].dtype
             else:
-                vb, dt_b = self.proj_b(self.source_b.read(self.hook_b, lo, hi, bufs_b)), "float32"
+                vb = self.proj_b(self.source_b.read(self.hook_b, lo, hi, bufs_b))
             state = agg.update(state, PairBlock(va, vb, rid, dt_a, dt_b))
         return state
 

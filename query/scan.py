@@ -125,11 +125,11 @@ def scan_item(ctx: ScanContext | SelfScanning, item: PlanItem, agg: Any) -> Stat
     nxt = iter(order[1:])
 
     def prefetch_next() -> None:
-        for f_, c_ in nxt:
-            r_ = ctx.reader(f_, hooks)
+        ahead = next(nxt, None)
+        if ahead is not None:
+            r_ = ctx.reader(ahead[0], hooks)
             for h in hooks:
-                r_.prefetch(h, c_)
-            return
+                r_.prefetch(h, ahead[1])
 
     for f, c0, c1 in item.segments:
         reader = ctx.reader(f, hooks)
