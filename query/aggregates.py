@@ -73,6 +73,24 @@ def _shifted_power_sums(v: np.ndarray, ref: np.ndarray, rows: int, minmax: bool 
     return sums, lo, hi
 
 
+def _far(n: int, sums: np.ndarray) -> bool:
+    """Whether the shift of power sums ``sums`` ``[4, C]`` over ``n`` rows lies more than one standard
+    deviation from the mean in some column (then the sums are taken again about the mean)."""
+    mu = sums[0] / n
+    return bool(np.any(mu * mu * n > sums[1] - n * mu * mu))
+
+
+def _central(n: int, ref: np.ndarray, sums: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> State:
+    """A :class:`Moments` state from power sums ``[4, C]`` of ``v - ref`` over ``n > 0`` rows."""
+    s1, s2, s3, s4 = sums
+    mu = s1 / n
+    m2 = s2 - n * mu * mu
+    m3 = s3 - 3.0 * mu * s2 + 2.0 * n * mu ** 3
+    m4 = s4 - 4.0 * mu * s3 + 6.0 * mu * mu * s2 - 3.0 * n * mu ** 4
+    return {"n": n, "mean": ref + mu, "m2": np.maximum(m2, 0.0), "m3": m3, "m4": np.maximum(m4, 0.0),
+            "min": lo.astype(np.float64), "max": hi.astype(np.float64)}
+
+
 class Moments:
     """Count, mean, central moments M2..M4, min and max per column, in float64.
 
@@ -108,19 +126,11 @@ class Moments:
         rows = slab_rows(v.shape[1])
         ref = v[:rows].mean(axis=0, dtype=np.float64)
         sums, lo, hi = _shifted_power_sums(v, ref, rows)
-        mu = sums[0] / n
-        m2 = sums[1] - n * mu * mu
-        if np.any(mu * mu * n > m2):  # ref far from the mean (trend, outliers in the first rows)
-            ref = ref + mu
+        if _far(n, sums):  # ref far from the mean (trend, outliers in the first rows)
+            ref = ref + sums[0] / n
             sums, _, _ = _shifted_power_sums(v, ref, rows, minmax=False)
-            mu = sums[0] / n
-            m2 = sums[1] - n * mu * mu
-        s1, s2, s3, s4 = sums
-        m3 = s3 - 3.0 * mu * s2 + 2.0 * n * mu ** 3
-        m4 = s4 - 4.0 * mu * s3 + 6.0 * mu * mu * s2 - 3.0 * n * mu ** 4
         assert lo is not None and hi is not None  # set by the first pass (minmax=True, n > 0)
-        return {"n": n, "mean": ref + mu, "m2": np.maximum(m2, 0.0), "m3": m3, "m4": np.maximum(m4, 0.0),
-                "min": lo.astype(np.float64), "max": hi.astype(np.float64)}
+        return _central(n, ref, sums, lo, hi)
 
     def update(self, state: State, block: Block) -> State:
         return self.merge(state, self.of(block.values))
@@ -231,6 +241,10 @@ class RowSummary:
     def zero(self) -> State:
         return self._m.zero()
 
+    def of(self, rows: np.ndarray) -> State:
+        """State of per-row (norm, kurtosis) pairs, float64 ``[n, 2]``."""
+        return self._m.of(rows)
+
     def update(self, state: State, block: Block) -> State:
         assert block.x is not None, "RowSummary needs the full rows"
         return self._m.merge(state, self._m.of(row_norms_kurtosis(block.x)))
@@ -241,6 +255,49 @@ class RowSummary:
     def finalize(self, s: State) -> dict[str, dict[str, float]]:
         f = self._m.finalize(s)
         return {name: {k: v[i].item() for k, v in f.items()} for i, name in enumerate(("row_norm", "row_kurtosis"))}
+
+
+class ValueStats:
+    """:class:`Moments`, :class:`Density` and, with ``rows``, :class:`RowSummary` in one compiled pass
+    per block (``query/kernels.py``): the same states and results as ``Combined`` of the three, about
+    eight times less CPU per value.  The shift and its fallback are those of ``Moments.of``."""
+
+    def __init__(self, width: int, threshold: float = 0.0, rows: bool = False):
+        self.parts: dict[str, Any] = {"m": Moments(width), "d": Density(width, threshold)}
+        if rows:
+            self.parts["r"] = RowSummary()
+        self.threshold, self.rows = threshold, rows
+
+    def zero(self) -> State:
+        return {k: a.zero() for k, a in self.parts.items()}
+
+    def update(self, state: State, block: Block) -> State:
+        from actlake.query import kernels
+
+        v, n = block.values, block.values.shape[0]
+        if n == 0:
+            return state
+        fused = self.rows and block.x is not None and block.x.shape == v.shape and np.shares_memory(block.x, v)
+        ref = v[: slab_rows(v.shape[1])].mean(axis=0, dtype=np.float64)
+        sums, lo, hi, above, rows = kernels.value_stats(v, ref, self.threshold, fused)
+        if _far(n, sums):
+            ref = ref + sums[0] / n
+            sums = kernels.shifted_power_sums(v, ref)
+        part = {"m": _central(n, ref, sums, lo, hi), "d": {"n": n, "above": above}}
+        if self.rows:
+            assert block.x is not None, "per-row summaries need the full rows"
+            rows = rows if fused else kernels.row_norms_kurtosis(block.x)
+            part["r"] = self.parts["r"].of(rows)
+        return self.merge(state, part)
+
+    def merge(self, a: State, b: State) -> State:
+        return {k: agg.merge(a[k], b[k]) for k, agg in self.parts.items()}
+
+    def finalize(self, s: State) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, a in self.parts.items():
+            out.update(a.finalize(s[k]))
+        return out
 
 
 class Combined:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from actlake.query.aggregates import Combined, Density, Grouped, Histogram, Moments, RowSummary
+from actlake.query.aggregates import Grouped, Histogram, ValueStats
 from actlake.query.rangescan import RangeScan
 from actlake.query.scan import ScanContext
 from actlake.query.topk import IntervalSample, Maximum, TopK
@@ -69,21 +69,18 @@ def interval_samples(run: Run, spec: QuerySpec, proj: Projection) -> pa.Table:
 
 def unit_stats(run: Run, spec: QuerySpec, proj: Projection, ctx: ScanContext | RangeScan) -> dict:
     """Per-value statistics: :class:`Moments` and :class:`Density` (and :class:`RowSummary` with
-    ``spec.rows``) in one pass, grouped by ``spec.by`` if set; with ``spec.histogram_bins`` a second
-    pass of :class:`Histogram` over shared edges from the first pass's min and max.  ``ctx`` is the
-    scan context ``run`` reads through: its ``need_x`` (full rows in each block) is cleared for the
-    second pass, which needs only the projected values.
+    ``spec.rows``) in one compiled pass (:class:`ValueStats`), grouped by ``spec.by`` if set; with
+    ``spec.histogram_bins`` a second pass of :class:`Histogram` over shared edges from the first
+    pass's min and max.  ``ctx`` is the scan context ``run`` reads through: its ``need_x`` (full
+    rows in each block) is cleared for the second pass, which needs only the projected values.
 
     Returns: see ``QueryEngine.stats`` (``{group: dict}`` with ``by``)."""
     c = proj.num_values
-    parts: dict[str, Any] = {"m": Moments(c), "d": Density(c, spec.threshold)}
-    if spec.rows:
-        parts["r"] = RowSummary()
 
     def wrap(a: Any) -> Any:
         return Grouped(a, spec.by) if spec.by else a
 
-    res = run(wrap(Combined(parts)))
+    res = run(wrap(ValueStats(c, spec.threshold, spec.rows)))
     if spec.histogram_bins:
         flat = list(res.values()) if spec.by else [res]
         lo = float(np.nanmin([np.nanmin(r["min"]) for r in flat]))

@@ -1,0 +1,132 @@
+"""Compiled per-value statistics: one pass over each row computes everything ``stats`` needs.
+
+The numpy path (``aggregates._shifted_power_sums`` + ``Density`` + ``values.row_norms_kurtosis``)
+walks every block about ten times (subtract, square, three reductions, min, max, compare, row
+copy, row reductions), each a separate numpy call over a cache-sized slab.  Here one numba loop
+reads each float32 row once, widens it to float64 in registers, and updates the column power sums
+about a reference, min, max and the count above the threshold; the row is then still in L1, so its
+norm and excess kurtosis (two passes over d values: mean, then centred 2nd/4th powers) cost no
+memory traffic.  The arithmetic is the same as the numpy path (shifted-data power sums, Chan,
+Golub & LeVeque 1983; float64 accumulators), so results agree to float rounding
+(``tests/query/test_stats_kernel.py``).
+
+Compiled on first use (about 1-2 s, cached on disk by numba) and run with the GIL released, so the
+scan's task threads run it in parallel.  numba is imported lazily: nothing here loads until a
+``stats`` query runs."""
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+_FAST = {"contract", "arcp", "nsz"}  # no reassociation of the column sums; NaN and inf kept
+_FAST_ROW = {"reassoc", "contract"}  # the row's own sums may be vectorized (summation order only)
+
+
+@cache
+def _compiled() -> Any:
+    import numba
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=_FAST_ROW)
+    def row_summary(row, out):  # pragma: no cover - compiled
+        c = row.shape[0]
+        s = 0.0
+        for j in range(c):
+            s += np.float64(row[j])
+        mean = s / c
+        r2 = 0.0
+        r4 = 0.0
+        for j in range(c):
+            r = np.float64(row[j]) - mean
+            q = r * r
+            r2 += q
+            r4 += q * q
+        out[0] = np.sqrt(r2 + c * mean * mean)
+        out[1] = c * r4 / (r2 * r2) - 3.0 if r2 > 0 else np.nan
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=_FAST)
+    def value_pass(v, ref, threshold, sums, lo, hi, above, rows_out, with_rows):  # pragma: no cover - compiled
+        n, c = v.shape
+        s1, s2, s3, s4 = sums[0], sums[1], sums[2], sums[3]
+        for i in range(n):
+            for j in range(c):  # branch-free, so it vectorizes across columns
+                x = np.float64(v[i, j])
+                d = x - ref[j]
+                d2 = d * d
+                s1[j] += d
+                s2[j] += d2
+                s3[j] += d2 * d
+                s4[j] += d2 * d2
+                lo[j] = x if x < lo[j] else lo[j]
+                hi[j] = x if x > hi[j] else hi[j]
+                above[j] += 1.0 if x > threshold else 0.0
+            if with_rows:  # the row is in L1 now
+                row_summary(v[i], rows_out[i])
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=_FAST)
+    def power_sums(v, ref, sums):  # pragma: no cover - compiled
+        n, c = v.shape
+        s1, s2, s3, s4 = sums[0], sums[1], sums[2], sums[3]
+        for i in range(n):
+            for j in range(c):
+                d = np.float64(v[i, j]) - ref[j]
+                d2 = d * d
+                s1[j] += d
+                s2[j] += d2
+                s3[j] += d2 * d
+                s4[j] += d2 * d2
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def rows_only(x, rows_out):  # pragma: no cover - compiled
+        for i in range(x.shape[0]):
+            row_summary(x[i], rows_out[i])
+
+    return value_pass, power_sums, rows_only
+
+
+def value_stats(v: np.ndarray, ref: np.ndarray, threshold: float, with_rows: bool):
+    """One pass over ``v``: column power sums of ``v - ref``, column min / max, counts above
+    ``threshold`` and (with ``with_rows``) each row's L2 norm and excess kurtosis.
+
+    Args:
+        v: float32 or float64 ``[n, C]`` values (any strides).
+        ref: float64 ``[C]`` the shift (near the column means keeps the sums exact).
+        threshold: density threshold (a value counts when ``> threshold`` with the threshold cast to
+            v's dtype, as numpy compares; NaN never counts).
+        with_rows: also compute the per-row summary (then ``v`` must be the hook's full rows).
+
+    Returns:
+        ``(sums, lo, hi, above, rows)``: float64 ``[4, C]`` sums of ``(v - ref)**p`` for p = 1..4;
+        float64 ``[C]`` min and max (NaN values are skipped; ``+inf`` / ``-inf`` when ``n == 0``);
+        int64 ``[C]`` counts;
+        float64 ``[n, 2]`` (norm, kurtosis; kurtosis NaN for a constant row) or None."""
+    n, c = v.shape
+    value_pass = _compiled()[0]
+    sums = np.zeros((4, c))
+    lo, hi = np.full(c, np.inf), np.full(c, -np.inf)
+    above = np.zeros(c)  # float64 counts: exact to 2^53 rows, and the compare stays branch-free
+    rows = np.empty((n if with_rows else 0, 2))
+    threshold = float(v.dtype.type(threshold))  # compared as numpy does: ``v > threshold`` in v's dtype
+    value_pass(v, np.ascontiguousarray(ref, np.float64), threshold, sums, lo, hi, above, rows, with_rows)
+    return sums, lo, hi, above.astype(np.int64), (rows if with_rows else None)
+
+
+def shifted_power_sums(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Column sums of ``(v - ref)**p`` for p = 1..4.
+
+    Args: v float ``[n, C]``; ref float64 ``[C]``.  Returns: float64 ``[4, C]``."""
+    power_sums = _compiled()[1]
+    sums = np.zeros((4, v.shape[1]))
+    power_sums(v, np.ascontiguousarray(ref, np.float64), sums)
+    return sums
+
+
+def row_norms_kurtosis(x: np.ndarray) -> np.ndarray:
+    """L2 norm and excess kurtosis of every row, as ``values.row_norms_kurtosis``.
+
+    Args: x float ``[n, d]``.  Returns: float64 ``[n, 2]`` (kurtosis NaN for a constant row)."""
+    rows_only = _compiled()[2]
+    out = np.empty((x.shape[0], 2))
+    rows_only(x, out)
+    return out
