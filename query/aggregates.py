@@ -43,8 +43,11 @@ class Block:
     values_b: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> Block:
-        """The rows at ``idx`` (ascending indices keep row ids ascending)."""
-        return Block(self.values[idx], self.row_ids[idx], None if self.x is None else self.x[idx],
+        """The rows at ``idx`` (ascending indices keep row ids ascending); values that are the rows
+        themselves (no projection) are taken once and stay the rows."""
+        values = self.values[idx]
+        x = None if self.x is None else values if self.x is self.values else self.x[idx]
+        return Block(values, self.row_ids[idx], x,
                      {k: v[idx] for k, v in self.cols.items()}, None if self.values_b is None else self.values_b[idx])
 
 
