@@ -143,6 +143,8 @@ def one(mode: str, path: Path, arg: int) -> None:
             q.stats(HOOK)
         elif mode == "stats_norows":
             q.stats(HOOK, rows=False)
+        elif mode == "stats_hist":  # with 64 shared histogram bins: a second pass over the rows
+            q.stats(HOOK, histogram_bins=64)
         elif mode == "ray":
             from actlake.service.cluster import ensure_ray
             from actlake.service.query_ray import RayExecutor
@@ -236,7 +238,7 @@ def main() -> None:
         print(f"store {name}: {metas[name]['rows']:,} rows × {a.d} float32 = {metas[name]['bytes'] / 1e9:.2f} GB "
               f"(ready in {time.perf_counter() - t:.1f} s)", flush=True)
     results = []
-    plan = [("large", m, 0) for m in ("raw", "raw_crc", "topk1", "stats", "stats_norows", "memmap_topk",
+    plan = [("large", m, 0) for m in ("raw", "raw_crc", "topk1", "stats", "stats_norows", "stats_hist", "memmap_topk",
                                        "memmap_stats")]
     plan += [("large", m, 0) for m in ("duckdb_topk", "duckdb_stats") if have_duck]
     plan += [("small", m, 0) for m in ("raw", "raw_crc", "topk1", "stats", "topk1024", "matmul", "memmap_topk",

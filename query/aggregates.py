@@ -216,15 +216,10 @@ class Histogram:
         return {"counts": np.zeros((self.width, self.bins), dtype=np.int64)}
 
     def update(self, state: State, block: Block) -> State:
-        v = np.clip(block.values.astype(np.float64), self.lo, self.hi)
-        idx = ((v - self.lo) * (self.bins / (self.hi - self.lo))).astype(np.int64)
-        np.clip(idx, 0, self.bins - 1, out=idx)
-        edges = self.edges  # fix rounding at the edges exactly as numpy.histogram does
-        idx -= v < edges[idx]
-        idx += (v >= edges[idx + 1]) & (idx != self.bins - 1)
-        idx += (np.arange(self.width, dtype=np.int64) * self.bins)[None, :]
-        idx = idx[~np.isnan(v)]
-        counts = np.bincount(idx.ravel(), minlength=self.width * self.bins).reshape(self.width, self.bins)
+        from actlake.query import kernels
+
+        counts = np.zeros((self.width, self.bins), dtype=np.int64)
+        kernels.histogram_counts(block.values, self.lo, self.hi, self.edges, counts)
         return {"counts": state["counts"] + counts}
 
     def merge(self, a: State, b: State) -> State:

@@ -82,7 +82,25 @@ def _compiled() -> Any:
         for i in range(x.shape[0]):
             row_summary(x[i], rows_out[i])
 
-    return value_pass, power_sums, rows_only
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def histogram(v, lo, hi, edges, counts):  # pragma: no cover - compiled
+        n, c = v.shape
+        bins = counts.shape[1]
+        scale = bins / (hi - lo)
+        for i in range(n):
+            for j in range(c):
+                x = np.float64(v[i, j])
+                if x != x:  # NaN is not counted
+                    continue
+                x = min(max(x, lo), hi)
+                b = min(max(int((x - lo) * scale), 0), bins - 1)
+                if x < edges[b]:  # the edge corrections of numpy.histogram
+                    b -= 1
+                elif b != bins - 1 and x >= edges[b + 1]:
+                    b += 1
+                counts[j, b] += 1
+
+    return value_pass, power_sums, rows_only, histogram
 
 
 def value_stats(v: np.ndarray, ref: np.ndarray, threshold: float, with_rows: bool):
@@ -130,3 +148,11 @@ def row_norms_kurtosis(x: np.ndarray) -> np.ndarray:
     out = np.empty((x.shape[0], 2))
     rows_only(x, out)
     return out
+
+
+def histogram_counts(v: np.ndarray, lo: float, hi: float, edges: np.ndarray, counts: np.ndarray) -> None:
+    """Add each column's counts in the shared bins ``edges`` (float64 ``[bins + 1]`` from ``lo`` to
+    ``hi``) to ``counts`` (int64 ``[C, bins]``, in place).  Values below ``lo`` / above ``hi`` fall in
+    the first / last bin, NaN is not counted; bin membership equals ``numpy.histogram(v[:, j], bins,
+    (lo, hi))``.  Args: v float ``[n, C]``."""
+    _compiled()[3](v, float(lo), float(hi), np.ascontiguousarray(edges, np.float64), counts)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from actlake.query import kernels
-from actlake.query.aggregates import Block, Combined, Density, Moments, RowSummary, ValueStats
+from actlake.query.aggregates import Block, Combined, Density, Histogram, Moments, RowSummary, ValueStats
 
 
 def _numpy_stats(x: np.ndarray, threshold: float) -> dict:
@@ -91,3 +91,20 @@ def test_value_stats_projected_values_keep_rows_of_the_hook():
     got = agg.finalize(agg.update(agg.zero(), Block(v, np.arange(500), x)))
     np.testing.assert_allclose(got["mean"], v.astype(np.float64).mean(0), rtol=1e-9, atol=1e-12)
     assert got["row_norm"]["mean"] == pytest.approx(np.linalg.norm(x.astype(np.float64), axis=1).mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_kernel_matches_numpy_at_edges(dtype):
+    """Values on every bin edge, outside the range (clipped into the end bins) and NaN (skipped)."""
+    rng = np.random.default_rng(11)
+    lo, hi, bins = -1.3, 2.1, 7
+    edges = np.linspace(lo, hi, bins + 1)
+    x = rng.uniform(-2, 3, (2000, 6)).astype(dtype)
+    x[:bins + 1, 0] = edges.astype(dtype)  # exactly on the edges (as stored in the values' dtype)
+    x[10:20, 1] = np.nan
+    agg = Histogram(6, bins, lo, hi)
+    got = agg.finalize(agg.update(agg.zero(), Block(x, np.arange(len(x)))))
+    for j in range(6):
+        col = x[:, j][~np.isnan(x[:, j])]
+        want = np.histogram(np.clip(col.astype(np.float64), lo, hi), bins=bins, range=(lo, hi))[0]
+        np.testing.assert_array_equal(got["hist"][j], want)
