@@ -29,7 +29,8 @@ class Block:
     """Rows handed to ``update``.
 
     Attributes:
-        values: float32 ``[n, C]`` projected values (units, directions or SAE latents).
+        values: float32 ``[n, C]`` projected values (units, directions or SAE latents); for
+            :class:`ValueStats` over a bfloat16 hook, its stored uint16 bits (``ScanContext.stored_bits``).
         row_ids: int64 ``[n]`` global row ids, ascending.
         x: float32 ``[n, d]`` the hook's full rows (needed by per-row summaries), or None.
         cols: provenance columns needed by the query (``context_id`` for dedup, the ``by`` column).
@@ -258,7 +259,8 @@ class RowSummary:
 class ValueStats:
     """:class:`Moments`, :class:`Density` and, with ``rows``, :class:`RowSummary` in one compiled pass
     per block (``query/kernels.py``): the same states and results as ``Combined`` of the three, about
-    eight times less CPU per value.  The shift and its fallback are those of ``Moments.of``."""
+    eight times less CPU per value.  The shift and its fallback are those of ``Moments.of``.  Blocks
+    may carry float rows or the uint16 bits of bfloat16 rows (widened inside the pass)."""
 
     def __init__(self, width: int, threshold: float = 0.0, rows: bool = False):
         self.parts: dict[str, Any] = {"m": Moments(width), "d": Density(width, threshold)}
@@ -276,7 +278,7 @@ class ValueStats:
         if n == 0:
             return state
         fused = self.rows and block.x is not None and block.x.shape == v.shape and np.shares_memory(block.x, v)
-        ref = v[: slab_rows(v.shape[1])].mean(axis=0, dtype=np.float64)
+        ref = kernels.floats(v[: slab_rows(v.shape[1])]).mean(axis=0, dtype=np.float64)
         sums, lo, hi, above, rows = kernels.value_stats(v, ref, self.threshold, fused)
         if _far(n, sums):
             ref = ref + sums[0] / n

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from actlake.query.values import to_float32
+
 _FAST = {"contract", "arcp", "nsz"}  # no reassociation of the column sums; NaN and inf kept
 _FAST_ROW = {"reassoc", "contract"}  # the row's own sums may be vectorized (summation order only)
 
@@ -46,23 +48,38 @@ def _compiled() -> Any:
         out[1] = c * r4 / (r2 * r2) - 3.0 if r2 > 0 else np.nan
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=_FAST)
+    def update_columns(row, ref, threshold, s1, s2, s3, s4, lo, hi, above):  # pragma: no cover - compiled
+        for j in range(row.shape[0]):  # branch-free, so it vectorizes across columns
+            x = np.float64(row[j])
+            d = x - ref[j]
+            d2 = d * d
+            s1[j] += d
+            s2[j] += d2
+            s3[j] += d2 * d
+            s4[j] += d2 * d2
+            lo[j] = x if x < lo[j] else lo[j]
+            hi[j] = x if x > hi[j] else hi[j]
+            above[j] += 1.0 if x > threshold else 0.0
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
     def value_pass(v, ref, threshold, sums, lo, hi, above, rows_out, with_rows):  # pragma: no cover - compiled
-        n, c = v.shape
         s1, s2, s3, s4 = sums[0], sums[1], sums[2], sums[3]
-        for i in range(n):
-            for j in range(c):  # branch-free, so it vectorizes across columns
-                x = np.float64(v[i, j])
-                d = x - ref[j]
-                d2 = d * d
-                s1[j] += d
-                s2[j] += d2
-                s3[j] += d2 * d
-                s4[j] += d2 * d2
-                lo[j] = x if x < lo[j] else lo[j]
-                hi[j] = x if x > hi[j] else hi[j]
-                above[j] += 1.0 if x > threshold else 0.0
+        for i in range(v.shape[0]):
+            update_columns(v[i], ref, threshold, s1, s2, s3, s4, lo, hi, above)
             if with_rows:  # the row is in L1 now
                 row_summary(v[i], rows_out[i])
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def value_pass_bf16(bits, ref, threshold, sums, lo, hi, above, rows_out, with_rows):  # pragma: no cover
+        s1, s2, s3, s4 = sums[0], sums[1], sums[2], sums[3]
+        wide = np.empty(bits.shape[1], np.uint32)
+        row = wide.view(np.float32)  # each stored row widened once, into L1
+        for i in range(bits.shape[0]):
+            for j in range(bits.shape[1]):
+                wide[j] = np.uint32(bits[i, j]) << 16
+            update_columns(row, ref, threshold, s1, s2, s3, s4, lo, hi, above)
+            if with_rows:
+                row_summary(row, rows_out[i])
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=_FAST)
     def power_sums(v, ref, sums):  # pragma: no cover - compiled
@@ -100,7 +117,14 @@ def _compiled() -> Any:
                     b += 1
                 counts[j, b] += 1
 
-    return value_pass, power_sums, rows_only, histogram
+    return value_pass, power_sums, rows_only, histogram, value_pass_bf16
+
+
+def floats(v: np.ndarray) -> np.ndarray:
+    """Float rows as they are; uint16 bits of bfloat16 rows widened to float32 (exact).
+
+    Args: v float or uint16 ``[n, C]``.  Returns: float ``[n, C]`` (v itself when already float)."""
+    return to_float32(v, "bfloat16") if v.dtype == np.uint16 else v
 
 
 def value_stats(v: np.ndarray, ref: np.ndarray, threshold: float, with_rows: bool):
@@ -108,7 +132,8 @@ def value_stats(v: np.ndarray, ref: np.ndarray, threshold: float, with_rows: boo
     ``threshold`` and (with ``with_rows``) each row's L2 norm and excess kurtosis.
 
     Args:
-        v: float32 or float64 ``[n, C]`` values (any strides).
+        v: float32 or float64 ``[n, C]`` values (any strides), or uint16 ``[n, C]`` bits of
+            bfloat16 values, widened row by row in L1 (exactly, as ``values.to_float32``).
         ref: float64 ``[C]`` the shift (near the column means keeps the sums exact).
         threshold: density threshold (a value counts when ``> threshold`` with the threshold cast to
             v's dtype, as numpy compares; NaN never counts).
@@ -120,12 +145,14 @@ def value_stats(v: np.ndarray, ref: np.ndarray, threshold: float, with_rows: boo
         int64 ``[C]`` counts;
         float64 ``[n, 2]`` (norm, kurtosis; kurtosis NaN for a constant row) or None."""
     n, c = v.shape
-    value_pass = _compiled()[0]
+    kernels = _compiled()
+    value_pass = kernels[4] if v.dtype == np.uint16 else kernels[0]
     sums = np.zeros((4, c))
     lo, hi = np.full(c, np.inf), np.full(c, -np.inf)
     above = np.zeros(c)  # float64 counts: exact to 2^53 rows, and the compare stays branch-free
     rows = np.empty((n if with_rows else 0, 2))
-    threshold = float(v.dtype.type(threshold))  # compared as numpy does: ``v > threshold`` in v's dtype
+    # compared as numpy does: ``v > threshold`` in v's dtype (bfloat16 rows: float32, as widened)
+    threshold = float(np.float32(threshold) if v.dtype == np.uint16 else v.dtype.type(threshold))
     value_pass(v, np.ascontiguousarray(ref, np.float64), threshold, sums, lo, hi, above, rows, with_rows)
     return sums, lo, hi, above.astype(np.int64), (rows if with_rows else None)
 
@@ -133,10 +160,10 @@ def value_stats(v: np.ndarray, ref: np.ndarray, threshold: float, with_rows: boo
 def shifted_power_sums(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Column sums of ``(v - ref)**p`` for p = 1..4.
 
-    Args: v float ``[n, C]``; ref float64 ``[C]``.  Returns: float64 ``[4, C]``."""
+    Args: v float ``[n, C]`` (or uint16 bfloat16 bits); ref float64 ``[C]``.  Returns: float64 ``[4, C]``."""
     power_sums = _compiled()[1]
     sums = np.zeros((4, v.shape[1]))
-    power_sums(v, np.ascontiguousarray(ref, np.float64), sums)
+    power_sums(floats(v), np.ascontiguousarray(ref, np.float64), sums)
     return sums
 
 
@@ -146,7 +173,7 @@ def row_norms_kurtosis(x: np.ndarray) -> np.ndarray:
     Args: x float ``[n, d]``.  Returns: float64 ``[n, 2]`` (kurtosis NaN for a constant row)."""
     rows_only = _compiled()[2]
     out = np.empty((x.shape[0], 2))
-    rows_only(x, out)
+    rows_only(floats(x), out)
     return out
 
 
@@ -155,4 +182,4 @@ def histogram_counts(v: np.ndarray, lo: float, hi: float, edges: np.ndarray, cou
     ``hi``) to ``counts`` (int64 ``[C, bins]``, in place).  Values below ``lo`` / above ``hi`` fall in
     the first / last bin, NaN is not counted; bin membership equals ``numpy.histogram(v[:, j], bins,
     (lo, hi))``.  Args: v float ``[n, C]``."""
-    _compiled()[3](v, float(lo), float(hi), np.ascontiguousarray(edges, np.float64), counts)
+    _compiled()[3](floats(v), float(lo), float(hi), np.ascontiguousarray(edges, np.float64), counts)

@@ -80,7 +80,13 @@ def unit_stats(run: Run, spec: QuerySpec, proj: Projection, ctx: ScanContext | R
     def wrap(a: Any) -> Any:
         return Grouped(a, spec.by) if spec.by else a
 
-    res = run(wrap(ValueStats(c, spec.threshold, spec.rows)))
+    if isinstance(ctx, ScanContext):
+        ctx.stored_bits = True  # ValueStats widens bfloat16 rows itself, one row at a time in L1
+    try:
+        res = run(wrap(ValueStats(c, spec.threshold, spec.rows)))
+    finally:
+        if isinstance(ctx, ScanContext):
+            ctx.stored_bits = False
     if spec.histogram_bins:
         flat = list(res.values()) if spec.by else [res]
         lo = float(np.nanmin([np.nanmin(r["min"]) for r in flat]))

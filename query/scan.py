@@ -33,6 +33,9 @@ class ScanContext:
         projection: rows → values.
         columns: provenance columns the aggregate needs (dedup / group-by).
         need_x: whether blocks must carry the full rows (per-row summaries).
+        stored_bits: with an identity projection over a bfloat16 hook, blocks carry the stored uint16
+            bits as ``values`` (and ``x``), unwidened, for aggregates that widen rows themselves
+            (``aggregates.ValueStats``); other aggregates need this off (the default).
         hook_b, info_b, projection_b: a second, row-aligned hook whose projected rows become
             ``block.values_b`` (correlations across hooks), or None.
         verify: check every chunk read against its fragment's CRC-32C (the dataset's ``verify_reads``).
@@ -47,6 +50,7 @@ class ScanContext:
     projection: Projection
     columns: list[str] = field(default_factory=list)
     need_x: bool = False
+    stored_bits: bool = False
     hook_b: str | None = None
     info_b: HookInfo | None = None
     projection_b: Projection | None = None
@@ -120,6 +124,8 @@ def scan_item(ctx: ScanContext | SelfScanning, item: PlanItem, agg: Any) -> Stat
     # a few units of a wide hook: select them before widening (bf16/fp16 chunks are not widened whole)
     select_first = p.kind == "units" and not ctx.need_x and p.units is not None and len(p.units) * 4 <= p.width
 
+    bits = ctx.stored_bits and p.kind == "identity" and ctx.info.dtype == "bfloat16"
+
     # each chunk's successor is read by the OS in the background while this one computes
     order = [(f, c) for f, c0, c1 in item.segments for c in range(c0, c1)]
     nxt = iter(order[1:])
@@ -144,6 +150,9 @@ def scan_item(ctx: ScanContext | SelfScanning, item: PlanItem, agg: Any) -> Stat
                 x = None
                 values = to_float32(raw_rows(reader, ctx.hook, c)[:, p.units], ctx.info.dtype)
                 n = values.shape[0]
+            elif bits:
+                x = raw_rows(reader, ctx.hook, c)
+                values, n = x, x.shape[0]
             else:
                 x = read(reader, ctx.hook, c)
                 values, n = ctx.projection(x, pout), x.shape[0]

@@ -108,3 +108,29 @@ def test_histogram_kernel_matches_numpy_at_edges(dtype):
         col = x[:, j][~np.isnan(x[:, j])]
         want = np.histogram(np.clip(col.astype(np.float64), lo, hi), bins=bins, range=(lo, hi))[0]
         np.testing.assert_array_equal(got["hist"][j], want)
+
+
+def test_bf16_store_stats_equal_widened_rows(tmp_path):
+    """A bfloat16 store's stats (its stored bits go to the compiled pass unwidened) equal numpy over
+    the widened rows, with and without groups and histograms, in 1 and several tasks."""
+    from query_stores import text_store
+
+    import actlake
+
+    uri, x, prov = text_store(str(tmp_path / "bf16"), dtype="bfloat16", ties=True, mean=2.0, seed=9)
+    ds = actlake.open_dataset(uri)
+    want = _numpy_stats(x, 0.5)
+    for tasks in (1, 5):
+        got = ds.query.stats("h", threshold=0.5, histogram_bins=6, tasks=tasks)
+        for key in ("mean", "var", "skew", "kurtosis"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-12, err_msg=key)
+        np.testing.assert_array_equal(got["min"], want["min"])
+        np.testing.assert_array_equal(got["density"], want["density"])
+        assert got["row_kurtosis"]["mean"] == pytest.approx(np.nanmean(want["row_kurtosis"]), rel=1e-9)
+        lo, hi = float(x.min()), float(x.max())
+        for j in range(x.shape[1]):
+            np.testing.assert_array_equal(got["hist"][j], np.histogram(x[:, j], bins=6, range=(lo, hi))[0])
+    by = ds.query.stats("h", by="context_pos", threshold=0.5)
+    pos = prov.column("context_pos").to_numpy()
+    for p_, s in by.items():
+        np.testing.assert_allclose(s["mean"], x[pos == p_].astype(np.float64).mean(0), rtol=1e-9, atol=1e-12)
