@@ -195,6 +195,7 @@ class Report:
         self.title = title
         self.figures: dict[str, Any] = {}
         self.plots: list[tuple[str, str]] = []
+        self.pages: list[tuple[str, str]] = []
         self.t0 = time.perf_counter()
 
     def lap(self, name: str) -> float:
@@ -217,22 +218,29 @@ class Report:
         self.plots.append((name, caption))
         return str(path)
 
+    def link(self, path: str, caption: str) -> None:
+        """Link another page the script wrote (``path`` relative to ``out``) from index.html."""
+        self.pages.append((path, caption))
+
     def finish(self) -> dict[str, Any]:
         self.figures["wall_s"] = round(time.perf_counter() - self.t0, 1)
         self.figures["plots"] = [p for p, _ in self.plots]
+        if self.pages:
+            self.figures["pages"] = [p for p, _ in self.pages]
         (self.out / "summary.json").write_text(json.dumps(self.figures, indent=2))
-        rows = [(k, _fmt(v)) for k, v in _flat(self.figures).items() if k != "plots"]
+        rows = [(k, _fmt(v)) for k, v in _flat(self.figures).items() if k not in ("plots", "pages")]
         w = max(len(k) for k, _ in rows)
         print(f"\n{self.title}\n" + "-" * (w + 30))
         for k, v in rows:
             print(f"{k:<{w}}  {v}")
         table = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        links = "".join(f'<li><a href="{html.escape(p)}">{html.escape(c)}</a></li>' for p, c in self.pages)
         imgs = "".join(f'<figure><a href="{html.escape(p)}"><img src="{html.escape(p)}" style="max-width:720px">'
                        f"</a><figcaption>{html.escape(c or p)}</figcaption></figure>" for p, c in self.plots)
         (self.out / "index.html").write_text(
             f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title></head>"
             f"<body><h1>{html.escape(self.title)}</h1><table border=1>{table}</table>"
-            f"<p><a href='summary.json'>summary.json</a></p>{imgs}</body></html>")
+            f"<p><a href='summary.json'>summary.json</a></p><ul>{links}</ul>{imgs}</body></html>")
         print(f"wrote {self.out / 'summary.json'}, {self.out / 'index.html'} and {len(self.plots)} plots")
         return self.figures
 

@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     rep.lap("loss_recovered")
     rep.add("feature_latents", chosen)
     feature_page(ds, hook, enc0, chosen, out)
+    rep.link("features.html", "feature pages: top-20 contexts and 11 interval samples of 4 latents of SAE 0")
     rep.lap("feature_pages")
     corr = ds.query.correlate(hook, encoder_a=enc0)
     best = corr.best.column("corr").to_numpy()

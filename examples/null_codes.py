@@ -80,10 +80,10 @@ def analyse_model(name: str, uri: str, rep: C.Report, max_rows: int, n_maps: int
     fig_c, ax_c = plt.subplots(1, len(hooks), figsize=(3.2 * len(hooks), 3), squeeze=False)
     last = None
     for li, h in enumerate(hooks):
-        x = ds.take(np.arange(n), hooks=[h])[h].float().reshape(n, -1).numpy()[keep]
-        k = C.excess_kurtosis(x)
+        xall = ds.take(np.arange(n), hooks=[h])[h].float().reshape(n, -1).numpy()
+        kall = C.excess_kurtosis(xall)
+        x, k = xall[keep], kall[keep]
         st = ds.query.stats(h)["row_kurtosis"]  # streaming, all rows (CLS included)
-        kall = C.excess_kurtosis(ds.take(np.arange(n), hooks=[h])[h].float().reshape(n, -1).numpy())
         agree.append(abs(float(st["mean"]) - float(kall.mean())) if n == ds.num_rows else None)
         s = sparsest_code(x, k, img)
         cos = C.cosine(x, s["code"])
@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
         if store is None:
             model = model or str(C.tiny_vit(out) if name == "vit" else C.tiny_convnext(out))
             store = C.extract_images(model, hooks, images, out / f"store-{name}", max_images=a.max_images)
+        rep.lap(f"{name}_extract")
         res[name] = analyse_model(name, store, rep, a.max_rows, maps)
+        rep.lap(f"{name}_analysis")
         rep.add(name, res[name])
     return rep.finish()
 

@@ -12,9 +12,11 @@ Steps:
 2. Per head h: ``B_h = W_Q[h] · W_K[h]ᵀ`` (d_model × d_model; the attention score of tokens x, y is
    x·B_h·yᵀ up to biases and 1/√d_head), its SVD ``U S Vᵀ`` (singular value spectrum plot).
 3. Projections of the layer inputs on the top ``--modes`` left (query-side) singular vectors of each
-   head: ``ds.query.topk(hook, direction=U[:, :r].T)`` → the top-8 images per mode (grid of thumbnails
-   with the patch that fired), and ``ds.query.stats(hook, direction=..., by="label")`` → the mean
-   projection per image label and per token type (object classes vs texture/background images, CLS vs patches).
+   head, written once as a derived hook (``ds.query.project(hook, U[:, :r].T, name="qk_modes_L<L>_r<r>")``,
+   float32 [H·r] per row, stored next to the activations): ``ds.query.topk(derived, unit=...,
+   dedup="context")`` → the top-8 images per mode (one row per image: its best patch; grid of
+   thumbnails), and ``ds.query.stats(derived, by="label")`` → the mean projection per image label and
+   per token type (object classes vs texture/background images, CLS vs patches).
 
 Full scale: ``actlake extract --model /models/vit-base-patch16-224 --data /data/imagenet-val
 --hooks 'blocks.*.ln1.hook_normalized' --weights 'blocks.*.attn.W_Q,blocks.*.attn.W_K'
@@ -89,21 +91,19 @@ def main(argv: list[str] | None = None) -> dict:
     r = min(a.modes, u.shape[2])
     dirs = np.concatenate([u[h, :, :r].T for h in range(n_heads)]).astype(np.float32)  # [H·r, d]
     np.save(out / "mode_directions.npy", dirs)
-    top = ds.query.topk(hook, direction=dirs, k=64, context=0)
-    rep.lap("svd_and_topk")
+    derived = f"qk_modes_L{a.layer}_r{r}"
+    if derived not in ds.hooks:  # a re-run into the same --out reuses the store and its derived hook
+        ds.query.project(hook, dirs, name=derived)
+    units = list(range(len(dirs)))
+    top = ds.query.topk(derived, unit=units, k=a.top, context=0, dedup="context")  # one row per image
+    rep.add("derived_hook", derived)
+    rep.lap("svd_project_topk")
     paths = {i: str(q) for i, q in enumerate(C.folder_images(images))}
-    d_col = top.column("direction").to_numpy()
-    top_images = {}
-    for j in range(len(dirs)):
-        t = top.filter(d_col == j)
-        seen: list[int] = []
-        for img in t.column("image_id").to_numpy():
-            if int(img) not in seen:
-                seen.append(int(img))
-        top_images[f"h{j // r}m{j % r}"] = seen[: a.top]
+    u_col = top.column("unit").to_numpy()
+    top_images = {f"h{j // r}m{j % r}": [int(i) for i in top.filter(u_col == j).column("image_id").to_numpy()]
+                  for j in units}
     rep.add("top_images", top_images)
-    rep.add("top_value_per_mode", [float(top.filter(d_col == j).column("value").to_numpy()[0])
-                                   for j in range(len(dirs))])
+    rep.add("top_value_per_mode", [float(top.filter(u_col == j).column("value").to_numpy()[0]) for j in units])
     if paths:
         from PIL import Image
 
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
                     axs[j, c].imshow(Image.open(paths[ims[c]]).convert("RGB").resize((64, 64)))
             axs[j, 0].set_title(f"head {j // r} mode {j % r}", fontsize=7, loc="left")
         rep.savefig(fig, "top_images.png", f"top-{a.top} images per mode (first {n_show} modes)")
-    by_label = ds.query.stats(hook, direction=dirs, by="label") if "label" in ds.manifest.provenance_columns else {}
-    by_type = ds.query.stats(hook, direction=dirs, by="token_type")
+    by_label = ds.query.stats(derived, by="label") if "label" in ds.manifest.provenance_columns else {}
+    by_type = ds.query.stats(derived, by="token_type")
     rep.lap("stats_by_label")
     rep.add("mean_projection_by_label", {str(k): [round(float(x), 4) for x in v["mean"]] for k, v in by_label.items()})
     rep.add("mean_projection_by_token_type", {str(k): [round(float(x), 4) for x in v["mean"]]

@@ -39,7 +39,8 @@ import actlake  # noqa: E402
 
 
 def per_image(table, n: int) -> list[dict]:
-    """The first row of each image in a top/bottom-k table (already sorted best first), up to n."""
+    """The first row of each image in a top/bottom-k table (already sorted best first), up to n
+    (the tables come from ``dedup="context"`` queries, which already keep one row per image)."""
     seen, rows = set(), []
     for r in table.to_pylist():
         if r["image_id"] not in seen:
@@ -101,13 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
     np.save(out / "directions.npy", dirs)
     rep.add("directions", names)
     rep.add("pc_explained_variance_ratio", [float(x) for x in pca.explained_variance_ratio])
-    k = 64
     queries = [(f"unit{u}", {"unit": u}) for u in units] + [(n, {"direction": dirs[i]}) for i, n in enumerate(names)]
     files = C.folder_images(images)
     result = {}
     for name, sel in queries:
-        top = ds.query.topk(hook, k=k, context=0, **sel)
-        bot = ds.query.bottomk(hook, k=k, context=0, **sel)
+        top = ds.query.topk(hook, k=a.top, context=0, dedup="context", **sel)  # one row per image (its extreme)
+        bot = ds.query.bottomk(hook, k=a.top, context=0, dedup="context", **sel)
         t_rows, b_rows = per_image(top, a.top), per_image(bot, a.top)
         result[name] = {"top_images": [r["image_id"] for r in t_rows], "top_values": [r["value"] for r in t_rows],
                         "bottom_images": [r["image_id"] for r in b_rows],

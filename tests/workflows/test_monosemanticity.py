@@ -36,6 +36,7 @@ def test_metrics(run):
     # figures are rounded to 6 decimals in summary.json
     assert loss["recovered"] == pytest.approx((loss["zero"] - loss["sae"]) / (loss["zero"] - loss["clean"]), rel=1e-3)
     assert (out / "features.html").read_text().count("<h2>latent") == 4
+    assert s["pages"] == ["features.html"]  # linked from index.html (check_report)
 
 
 def test_density_and_intervals_match_the_sae(run):
@@ -59,6 +60,11 @@ def test_density_and_intervals_match_the_sae(run):
             assert r["lo"] <= r["value"] <= r["hi"] + 1e-6 and r["value"] > 0
             assert r["lo"] == pytest.approx(r["bin"] * vmax / 11, rel=1e-4, abs=1e-6)
             assert f[r["row_id"], lat] == pytest.approx(r["value"], rel=1e-4, abs=1e-5)
+    best = np.load(out / "latent_best_neuron.npy")  # each latent's best-correlated neuron (ds.query.correlate)
+    xs = x.numpy().astype(np.float64)
+    for lat in fig["feature_latents"]:
+        c = np.corrcoef(f[:, lat].astype(np.float64), xs.T)[0, 1:]
+        assert c[best[lat]] >= np.nanmax(c) - 1e-5
     top = ds.query.topk(HOOK, encoder=enc, k=20)
     for lat in fig["feature_latents"]:
         t = top.filter(top.column("latent").to_numpy() == lat)

@@ -1,5 +1,6 @@
-"""examples/qk_modes.py on --quick: the SVD reconstructs W_Q·W_Kᵀ of the stored weights, and the
-top images per mode come from top-k projections that match numpy on the loaded activations."""
+"""examples/qk_modes.py on --quick: the SVD reconstructs W_Q·W_Kᵀ of the stored weights, the projections
+are stored as a derived hook equal to numpy's, and the top images per mode and the label means match numpy
+on the loaded activations."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,6 +40,14 @@ def test_svd_and_projections(run):
         expect = sorted(best_per_image, key=lambda i: -best_per_image[i])[:8]
         assert s["top_images"][key] == expect
         assert s["top_value_per_mode"][j] == pytest.approx(proj[:, j].max(), rel=1e-4)
+    der = s["derived_hook"]  # the projections, stored as a derived hook of the same store
+    stored = actlake.open_dataset(str(out / "store"))
+    assert der in stored.hooks
+    v = stored.take(np.arange(ds.num_rows), hooks=[der])[der].float().numpy()
+    np.testing.assert_allclose(v, x.astype(np.float64) @ dirs.astype(np.float64).T, rtol=1e-5, atol=1e-5)
+    lab = np.asarray(ds.provenance(np.arange(ds.num_rows)).column("label").to_pylist())
+    for g, means in s["mean_projection_by_label"].items():
+        np.testing.assert_allclose(means, v[lab == g].mean(0), atol=1e-4)
     labels = set(s["mean_projection_by_label"])
     assert {"animal", "object", "person", "texture"} <= labels
     assert set(s["mean_projection_by_token_type"]) == {"cls", "patch"}

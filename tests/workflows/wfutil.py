@@ -28,4 +28,8 @@ def check_report(out: Path, figures: dict) -> dict:
     assert linked == set(summary["plots"]) and linked
     for p in linked:
         assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
+    pages = set(re.findall(r'<li><a href="([^"]+)"', page))
+    assert pages == set(summary.get("pages", []))
+    for p in pages:
+        assert (out / p).read_text().lstrip().lower().startswith("<!doctype html>"), p
     return summary
