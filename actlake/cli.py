@@ -211,8 +211,8 @@ def _human(n: float) -> str:
 
 @app.command()
 def info(uri: str = typer.Argument(..., help="dataset URI"),
-         as_json: bool = typer.Option(False, "--json", help="print the manifest, row count and non-finite counts as JSON",
-                                      show_default="off")) -> None:
+         as_json: bool = typer.Option(False, "--json", show_default="off",
+                                      help="print the manifest, row count and non-finite counts as JSON")) -> None:
     """Show what a dataset holds: model, hooks, rows, fragments."""
     if as_json:
         import actlake

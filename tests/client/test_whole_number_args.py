@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from stores import make_store
 
 import actlake
 from actlake.schemas.errors import RowIdError, StreamStateError
-from stores import make_store
 
 
 @pytest.fixture(scope="module")
