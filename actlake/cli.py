@@ -184,8 +184,9 @@ def _print_info(uri: str) -> None:
     counts = _nonfinite_counts(ds)
     # datasets written from arrays (DatasetWriter) record no job, hence no policy
     policy = f"policy {m.job.nonfinite}" if m.job is not None else "no job recorded"
-    if counts:
-        out.print(f"non-finite values ({policy}): "
+    if counts:  # under "error" nothing non-finite is committed: these came from warn / clamp runs, whatever the
+        # manifest's job says (nonfinite is a runtime setting: a rerun with --nonfinite warn keeps the first job)
+        out.print("non-finite values (written under --nonfinite warn or clamp): "
                   + "; ".join(f"{k} {v:,}" for k, v in counts.items()), highlight=False, markup=False)
     else:
         out.print(f"non-finite values: none ({policy})", highlight=False, markup=False)
