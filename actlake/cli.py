@@ -181,16 +181,25 @@ def _print_info(uri: str) -> None:
         if m.job is not None:
             line += f"; context {m.job.context_len}"
         out.print(line, highlight=False, markup=False)
+    counts = _nonfinite_counts(ds)
+    # datasets written from arrays (DatasetWriter) record no job, hence no policy
+    policy = f"policy {m.job.nonfinite}" if m.job is not None else "no job recorded"
+    if counts:  # under "error" nothing non-finite is committed: these came from warn / clamp runs, whatever the
+        # manifest's job says (nonfinite is a runtime setting: a rerun with --nonfinite warn keeps the first job)
+        out.print("non-finite values (written under --nonfinite warn or clamp): "
+                  + "; ".join(f"{k} {v:,}" for k, v in counts.items()), highlight=False, markup=False)
+    else:
+        out.print(f"non-finite values: none ({policy})", highlight=False, markup=False)
+
+
+def _nonfinite_counts(ds) -> dict[str, int]:
+    """inf/NaN values per hook over the committed fragments (recorded per fragment at write time);
+    only hooks with any."""
     counts: dict[str, int] = {}
     for f in ds.snapshot.fragments:
         for hook, n in f.nonfinite.items():
             counts[hook] = counts.get(hook, 0) + n
-    policy = m.job.nonfinite if m.job is not None else "error"
-    if any(counts.values()):
-        out.print(f"non-finite values (policy {policy}): "
-                  + "; ".join(f"{k} {v:,}" for k, v in counts.items() if v), highlight=False, markup=False)
-    else:
-        out.print(f"non-finite values: none (policy {policy})", highlight=False, markup=False)
+    return {k: v for k, v in counts.items() if v}
 
 
 def _human(n: float) -> str:
@@ -203,8 +212,8 @@ def _human(n: float) -> str:
 
 @app.command()
 def info(uri: str = typer.Argument(..., help="dataset URI"),
-         as_json: bool = typer.Option(False, "--json", help="print the manifest and row count as JSON",
-                                      show_default="off")) -> None:
+         as_json: bool = typer.Option(False, "--json", show_default="off",
+                                      help="print the manifest, row count and non-finite counts as JSON")) -> None:
     """Show what a dataset holds: model, hooks, rows, fragments."""
     if as_json:
         import actlake
@@ -212,6 +221,7 @@ def info(uri: str = typer.Argument(..., help="dataset URI"),
         ds = actlake.open_dataset(uri)
         d = ds.manifest.model_dump(mode="json")
         d["committed_rows"], d["committed_fragments"] = ds.num_rows, len(ds.snapshot.fragments)
+        d["nonfinite"] = _nonfinite_counts(ds)
         out.print_json(json.dumps(d))
     else:
         _print_info(uri)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from actlake.client import shuffle as sh
+from actlake.client.args import whole_number
 from actlake.client.buffers import OutputPool, WindowBuffers
 from actlake.client.filters import RowFilter
 from actlake.client.runtime import StreamRuntime
@@ -52,15 +53,21 @@ class BatchStream:
     equal batch counts with ``drop_last``.  ``block_rows`` sets the read granularity (smaller:
     more fragments mixed per batch, more, smaller reads; compressed chunks are decoded whole and
     cut), ``buffer_rows`` the shuffle window, ``prefetch`` the windows read ahead.  The layout, hence
-    the order, never depends on the backend, the read path, the codecs or ``verify_reads``."""
+    the order, never depends on the backend, the read path, the codecs or ``verify_reads``.
+
+    Raises ValueError for a ``batch_size``, ``seed``, ``epoch``, ``rank``, ``world_size``,
+    ``buffer_rows`` or ``block_rows`` that is not a whole number (or out of range)."""
 
     def __init__(self, ds: ActivationDataset, batch_size: int, hooks: list[str] | str | None = None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = True, device: str | torch.device | None = None, with_provenance: bool = False,
                  buffer_rows: int | None = None, block_rows: int | None = None, io_threads: int | None = None,
                  prefetch: int = 1, prefetch_batches: int = 6, filter: RowFilter | dict | None = None):
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        batch_size = whole_number("batch_size", batch_size, 1)
+        seed, epoch = whole_number("seed", seed), whole_number("epoch", epoch)
+        rank, world_size = whole_number("rank", rank), whole_number("world_size", world_size)
+        buffer_rows = None if buffer_rows is None else whole_number("buffer_rows", buffer_rows, 1)
+        block_rows = None if block_rows is None else whole_number("block_rows", block_rows, 1)
         if world_size <= 0 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         self.ds = ds

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from actlake.client.access import SnapshotAccess
+from actlake.client.args import seed_words, whole_number
 from actlake.client.filters import RowFilter
 from actlake.schemas.errors import NotADatasetError, RowIdError
 from actlake.schemas.manifest import Manifest
@@ -99,6 +100,8 @@ class ActivationDataset:
             else:
                 shown = [v.item() if hasattr(v, "item") else v for v in arr[:3]]
                 raise RowIdError(f"row ids must be integers, got {arr.dtype} values such as {shown}")
+        if arr.size and arr.dtype.kind == "u" and int(arr.max()) >= self.num_rows:  # before a wrapping cast
+            raise RowIdError(f"row id {int(arr.max())} out of range [0, {self.num_rows})")
         ids = arr.astype(np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_rows):
             bad = ids[(ids < 0) | (ids >= self.num_rows)][0]
@@ -203,9 +206,10 @@ class ActivationDataset:
         scattered read.
 
         Raises:
-            ValueError: ``n`` outside [1, rows available]."""
+            ValueError: ``n`` outside [1, rows available]; ``n`` or ``seed`` not a whole number."""
         flt = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5A3E1E])
+        n, seed = whole_number("n", n), whole_number("seed", seed)
+        rng = np.random.default_rng([seed_words(seed), 0x5A3E1E])
         if flt is None:
             total = self.num_rows
             if not 0 < n <= total:

@@ -22,6 +22,8 @@ import numpy as np
 import numpy.ma  # noqa: F401  (numpy loads these lazily (np.unique needs np.ma): at import time,
 import numpy.random  # noqa: F401  not inside the first batch of a fresh process)
 
+from actlake.client.args import seed_words
+
 
 @dataclass(frozen=True)
 class Segments:
@@ -70,7 +72,7 @@ def block_list(fragment_rows: list[int] | np.ndarray, chunk_rows: int, block_row
 
 
 def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key])
+    return np.random.default_rng([seed_words(k) for k in key])
 
 
 def interleave(sizes: np.ndarray, phase: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from actlake.client.args import whole_number
 from actlake.schemas.errors import StreamStateError
 
 if TYPE_CHECKING:
@@ -43,13 +44,13 @@ class TorchBatches(IterableDataset):
                  world_size: int | None = None, epoch: int = 0, num_workers: int | None = None, **stream_kw: Any):
         super().__init__()
         auto_rank, auto_world = _ddp_rank_world()
-        self.ds, self.batch_size = ds, batch_size
+        self.ds, self.batch_size = ds, whole_number("batch_size", batch_size, 1)
         self.rank = auto_rank if rank is None else rank
         self.world_size = auto_world if world_size is None else world_size
         self.stream_kw = stream_kw
         # [epoch, start step, used by worker processes]: shared with DataLoader workers (fork or spawn)
         self._shared = torch.zeros(3, dtype=torch.int64).share_memory_()
-        self._shared[0] = epoch
+        self._shared[0] = whole_number("epoch", epoch)
         self.step = 0  # global batches received this epoch (trainer's process)
         self._counted = False  # a TorchLoader counts batches for us
         self._workers_hint = num_workers
@@ -60,7 +61,7 @@ class TorchBatches(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` from its first batch (also in already running workers)."""
-        self._shared[0], self._shared[1] = int(epoch), 0
+        self._shared[0], self._shared[1] = whole_number("epoch", epoch), 0
         self.step = 0
 
     def state_dict(self) -> dict[str, Any]:
@@ -83,8 +84,8 @@ class TorchBatches(IterableDataset):
         if not isinstance(state, dict) or not {"epoch", "step"} <= set(state):
             raise StreamStateError(f"load_state_dict needs {{'epoch': e, 'step': g}} from state_dict(), got {state!r}")
         try:
-            epoch, step = int(state["epoch"]), int(state["step"])
-        except (TypeError, ValueError):
+            epoch, step = whole_number("epoch", state["epoch"]), whole_number("step", state["step"])
+        except ValueError:
             raise StreamStateError(f"epoch and step must be integers, got {state!r}") from None
         if step < 0:
             raise StreamStateError(f"step must be >= 0, got {step}")

@@ -47,7 +47,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
             log_to_driver=True,
             configure_logging=True,
         )
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+    except Exception as e:  # Ray raises a plain Exception when its node does not start in time (overload)
+        ray.shutdown()  # nothing half-started left behind
         raise ClusterError(f"cannot start the embedded Ray cluster: {_first_line(e)}") from None
     return True
 

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Callable
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import ActlakeError, JobSpecError
 from actlake.schemas.job import JobSpec, load_job, parse_job
 from actlake.store.fs import open_store
 from actlake.store.manifest_io import write_manifest
@@ -94,10 +94,10 @@ def _load_spec(path: str | None, env: str | None) -> JobSpec:
     if env:
         raw = os.environ.get(env)
         if not raw:
-            raise ActlakeError(f"environment variable {env} holds no job spec")
+            raise JobSpecError(f"environment variable {env} holds no job spec")
         return parse_job(json.loads(raw))
     if path is None:
-        raise ActlakeError("give a job spec file or --spec-env VAR")
+        raise JobSpecError("give a job spec file or --spec-env VAR")
     return load_job(path)
 
 

@@ -150,17 +150,23 @@ class CommitLog:
             StorageError: the store cannot be read."""
         base_version, fragments, derived = -1, [], []
         if self.store.exists(layout.LAST_CHECKPOINT):
+            bad = (ValidationError, json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, TypeError)
             try:
                 ptr = self.store.read_json(layout.LAST_CHECKPOINT)
-                cp = self.store.read_json(layout.checkpoint_name(int(ptr["version"])))
+                name = layout.checkpoint_name(int(ptr["version"]))
+            except bad:
+                raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT),
+                                        "unreadable checkpoint pointer") from None
+            try:  # the error names the file that is damaged: the pointer or the checkpoint it names
+                cp = self.store.read_json(name)
                 base_version = int(cp["version"])
                 fragments = [FragmentRecord.model_validate(f) for f in cp["fragments"]]
                 derived = [DerivedRecord.model_validate(d) for d in cp.get("derived", [])]
             except FileNotFoundError:
                 raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT),
-                                        "points to a missing checkpoint") from None
-            except (ValidationError, json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, TypeError):
-                raise StoreDamagedError(self.store.path(layout.LAST_CHECKPOINT), "unreadable checkpoint") from None
+                                        f"points to a missing checkpoint ({name})") from None
+            except bad:
+                raise StoreDamagedError(self.store.path(name), "unreadable checkpoint") from None
         version, tail, tail_derived = self._read(base_version)
         return Snapshot.of(version, fragments + tail, derived + tail_derived)
 

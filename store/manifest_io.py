@@ -5,7 +5,13 @@ import json
 
 from pydantic import ValidationError
 
-from actlake.schemas.errors import ActlakeError, NotADatasetError, StoreDamagedError, format_validation_error
+from actlake.schemas.errors import (
+    ActlakeError,
+    NotADatasetError,
+    StorageError,
+    StoreDamagedError,
+    format_validation_error,
+)
 from actlake.schemas.manifest import FORMAT_VERSION, READABLE_VERSION, Manifest
 from actlake.store import layout
 from actlake.store.fs import StoreFS
@@ -17,7 +23,7 @@ def read_manifest(store: StoreFS) -> Manifest:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         raise NotADatasetError(f"not an actlake dataset (no {layout.MANIFEST}): {store.uri}") from None
     except PermissionError as e:
-        raise ActlakeError(f"cannot read {store.uri}: {e}") from None
+        raise StorageError(f"cannot read {store.uri}: {e}") from None
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):

