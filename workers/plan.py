@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -180,10 +181,12 @@ def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
     Raises:
         SourceError: invalid JSON / UTF-8, a non-object line, non-string text, a missing column.
     """
-    k = 0
+    k = nulls = 0
 
     def doc(text: str | None, label: str | None, index: int | None) -> Doc | None:
-        nonlocal k
+        nonlocal k, nulls
+        if text is None:
+            nulls += 1
         if not text:
             return None
         d = _make_doc(unit.doc_base + k, text, label, unit.path, index)
@@ -230,3 +233,8 @@ def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
                 yield d
     else:
         raise JobSpecError(f"unknown shard kind {unit.kind!r}")
+    if nulls:
+        from actlake.workers.sources import SourceWarning
+
+        warnings.warn(f"{unit.path}: skipped {nulls} document(s) whose text is null or missing", SourceWarning,
+                      stacklevel=2)

@@ -101,10 +101,13 @@ def iter_docs(spec: SourceSpec, skipped: SkipCounts | None = None) -> Iterator[D
         names = ", ".join(counts.undecodable_files[:3]) + (" ..." if counts.undecodable > 3 else "")
         warnings.warn(f"skipped {counts.undecodable} file(s) that are not UTF-8 text: {names}", SourceWarning,
                       stacklevel=2)
+    if counts.null:
+        warnings.warn(f"{spec.path}: skipped {counts.null} document(s) whose text is null or missing",
+                      SourceWarning, stacklevel=2)
 
 
 class SourceWarning(UserWarning):
-    """Input that was skipped (binary files) under the source rules."""
+    """Input that was skipped under the source rules (binary files, null or missing text), with its count."""
 
 
 def _check_text(value: object, where: str, counts: SkipCounts) -> str | None:

@@ -25,14 +25,31 @@ def _docs(spec: SourceSpec):
 def test_null_and_missing_text_are_skipped_and_counted(tmp_path):
     rows = [{"text": "first"}, {"text": None}, {"other": 1}, {"text": ""}, {"text": "last"}]
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    docs, counts = _docs(SourceSpec(type="jsonl", path=str(tmp_path / "a.jsonl")))
+    with pytest.warns(SourceWarning, match=r"a\.jsonl: skipped 2 document\(s\) whose text is null or missing"):
+        docs, counts = _docs(SourceSpec(type="jsonl", path=str(tmp_path / "a.jsonl")))
     assert [d.text for d in docs] == ["first", "last"]  # never the document "None"
     assert (counts.null, counts.empty) == (2, 1)
     assert [(d.source, d.index) for d in docs] == [(str(tmp_path / "a.jsonl"), 0), (str(tmp_path / "a.jsonl"), 4)]
     pq.write_table(pa.table({"text": ["first", None, "", "last"]}), tmp_path / "a.parquet")
-    docs, counts = _docs(SourceSpec(type="parquet", path=str(tmp_path / "a.parquet")))
+    with pytest.warns(SourceWarning, match="skipped 1 document"):
+        docs, counts = _docs(SourceSpec(type="parquet", path=str(tmp_path / "a.parquet")))
     assert [d.text for d in docs] == ["first", "last"] and (counts.null, counts.empty) == (1, 1)
     assert [d.index for d in docs] == [0, 3]
+
+
+def test_shard_units_warn_with_their_count_of_null_texts(tmp_path):
+    """The per-shard plan (cluster jobs) applies the same rule: nulls skipped, counted in a warning."""
+    from actlake.workers.plan import plan_shards, shard_docs
+
+    rows = [{"text": "first"}, {"text": None}, {"other": 1}, {"text": "last"}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pq.write_table(pa.table({"text": ["x", None, None, "y"]}), tmp_path / "b.parquet")
+    for name, nulls in (("a.jsonl", 2), ("b.parquet", 2)):
+        spec = SourceSpec.from_string(str(tmp_path / name))
+        units = list(plan_shards(spec, fragment_tokens=4096))
+        with pytest.warns(SourceWarning, match=f"skipped {nulls} document"):
+            docs = [d for u in units for d in shard_docs(spec, u)]
+        assert len(docs) == 2
 
 
 @pytest.mark.parametrize("value", [42, 1.5, True, ["a"], {"a": 1}])
