@@ -96,8 +96,8 @@ def main() -> None:
     runs = [("bare forward (full model)", bare), ("bare forward (base model, no LM head)", lambda: bare(base_model)),
             (f"actlake capture+write {args.last_hook}", lambda: extract(last)),
             (f"actlake capture+write {args.mid_hook} (cut)", lambda: extract(mid)),
-            (f"actlake capture+write {len(four.hooks)} hooks ({args.four_hooks})", lambda: extract(four)),
-            (f"actlake capture+write every layer ({len(every.hooks)} hooks {args.all_hooks})", lambda: extract(every))]
+            (f"actlake capture+write {len(four.hooks)} hooks", lambda: extract(four)),
+            (f"actlake capture+write every layer ({len(every.hooks)} hooks)", lambda: extract(every))]
     if not args.no_kinds:
         qkv, _ = worker(["blocks.*.attn.hook_q", "blocks.*.attn.hook_k", "blocks.*.attn.hook_v"], "qkv", last)
         probs, _ = worker(args.probs_hook, "probs")  # switches its own model copy to eager attention

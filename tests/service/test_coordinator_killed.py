@@ -52,3 +52,36 @@ def test_coordinator_killed_mid_job_then_rerun_resumes(ray_local, tiny_gpt2, big
     assert run_cluster_job(job, discover_s=1.0, log=lines.append) == str(out)  # the same job again
     assert not any("already complete" in s for s in lines)
     assert_exactly_once(out, expected_shard_pairs(tiny_gpt2, big_corpus))
+
+
+def test_detached_coordinator_outlives_its_driver_and_is_reattached(ray_local, tiny_gpt2, text_corpus, tmp_path):
+    """``--detached``: the coordinator of a driver that died (here: one that leased a unit and vanished)
+    is found by name by the resubmitted job's driver, which requeues the old leases and finishes."""
+    from actlake.service.coordinator import WAIT
+    from actlake.service.supervisor import Supervisor
+
+    ray = ray_local
+    out = tmp_path / "ds"
+    job = parse_job({"model": str(tiny_gpt2), "hooks": ["transformer.h.1"], "data": str(text_corpus),
+                     "out": str(out), "context_len": 32, "fragment_tokens": 64, "chunk_rows": 32,
+                     "plan": "shards", "progress": False})
+    name = coordinator_name(job)
+    old = Supervisor(job.with_absolute_out(), None, None, log=lambda s: None)
+    coord = old.start_coordinator(name, NAMESPACE, detached=True)
+    unit = ray.get(coord.lease.remote("gone-worker", "127.0.0.9"))
+    assert unit is not None and unit != WAIT
+    del old, coord  # the first driver is gone; its detached coordinator lives on
+
+    lines: list[str] = []
+    run_cluster_job(job, detached=True, discover_s=1.0, log=lines.append)
+    assert any(name in s and "re-attached, 1 lease(s) requeued" in s for s in lines), lines[:3]
+    assert_exactly_once(out, expected_shard_pairs(tiny_gpt2, text_corpus))
+    deadline = time.time() + 30
+    while time.time() < deadline:  # a finished job kills its detached coordinator
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"detached coordinator {name} still alive after the job completed")
