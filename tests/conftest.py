@@ -98,7 +98,8 @@ def tiny_vit(tmp_path_factory) -> Path:
 # ---- pytest-xdist (`make test` runs `pytest -n 2 --dist loadscope`) ----------------------------------------
 # Modules that start real multi-process Ray clusters on 127.0.0.3+ (Jobs API head, cluster_utils nodes, a
 # user's `ray start`): they run on one worker, one after another, never two clusters of theirs at once.
-RAY_CLUSTER_MODULES = {"tests/service/test_submit.py", "tests/service/test_elastic.py", "tests/test_embedded_ray.py"}
+RAY_CLUSTER_MODULES = {"tests/service/test_submit.py", "tests/service/test_elastic.py", "tests/test_embedded_ray.py",
+                       "tests/service/test_submit_auth.py"}
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -17,19 +17,53 @@ from actlake.workers.units import TextUnit, row_permutation
 
 
 class RowSink:
-    """Pre-allocated per-hook outputs; rows land directly in their shuffled slots (no extra copy)."""
+    """Pre-allocated per-hook outputs; rows land directly in their shuffled slots.
+
+    CPU rows are cast and scattered as they come.  CUDA rows are cast on the device and copied
+    with ``non_blocking=True`` into one pinned (page-locked) host staging tensor per hook, in
+    natural row order, so the next batch's forward is queued without waiting for the copy; the
+    first read of :attr:`arrays` waits once (a CUDA event recorded after the last copy) and
+    scatters the staged rows to their shuffled slots.
+
+    Args:
+        hooks: hook name -> HookInfo (row shape, logical dtype).
+        dest: int64 (rows,), the shuffled slot of each row in natural order.
+    """
 
     def __init__(self, hooks: dict[str, HookInfo], dest: np.ndarray):
         self.hooks, self.dest, self.filled = hooks, dest, 0
-        self.arrays: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, np.ndarray] = {}
+        self._staged: dict[str, torch.Tensor] = {}  # hook -> pinned (rows, *shape) in the storage dtype
+        self._event = None
 
     def add(self, name: str, rows: torch.Tensor, start: int) -> None:
+        """Rows ``start .. start + len(rows)`` (natural order) of hook ``name``; shape (n, *row shape)."""
         info = self.hooks[name]
         rows = rows.reshape(rows.shape[0], *info.shape) if list(rows.shape[1:]) != info.shape else rows
-        host = tensor_to_storage(rows.to(TORCH[info.dtype]).cpu(), info.dtype)
-        if name not in self.arrays:
-            self.arrays[name] = np.empty((len(self.dest), *info.shape), dtype=host.dtype)
-        self.arrays[name][self.dest[start:start + len(host)]] = host
+        rows = rows.to(TORCH[info.dtype])
+        if rows.is_cuda:
+            if name not in self._staged:
+                self._staged[name] = torch.empty((len(self.dest), *info.shape), dtype=rows.dtype, pin_memory=True)
+            self._staged[name][start:start + len(rows)].copy_(rows, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+            return
+        self._place(name, tensor_to_storage(rows.cpu(), info.dtype), self.dest[start:start + len(rows)])
+
+    def _place(self, name: str, host: np.ndarray, slots: np.ndarray) -> None:
+        if name not in self._arrays:
+            self._arrays[name] = np.empty((len(self.dest), *self.hooks[name].shape), dtype=host.dtype)
+        self._arrays[name][slots] = host
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """hook -> numpy rows in shuffled order (storage dtype); waits for pending device copies."""
+        if self._staged:
+            self._event.synchronize()
+            for name, staged in self._staged.items():
+                self._place(name, tensor_to_storage(staged, self.hooks[name].dtype), self.dest)
+            self._staged.clear()
+        return self._arrays
 
 
 def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, HookInfo], unit: TextUnit,
@@ -63,17 +97,19 @@ def extract_text(lm: LoadedModel, hooks: list[ResolvedHook], infos: dict[str, Ho
             mask = np.zeros((len(batch), T), dtype=np.int64)
             for i, c in enumerate(batch):
                 ids[i, :len(c.tokens)], mask[i, :len(c.tokens)] = c.tokens, 1
-            keep = torch.from_numpy(np.stack([
-                np.pad(keeps[b0 + i], (0, T - len(c.tokens))) for i, c in enumerate(batch)
-            ])).to(lm.device)
+            # kept (context, position) pairs as flat indices, computed on the host: selecting rows
+            # with them (index_select) needs no device sync, unlike a boolean mask
+            flat = np.flatnonzero(np.stack([np.pad(keeps[b0 + i], (0, T - len(c.tokens)))
+                                            for i, c in enumerate(batch)]))
+            keep = torch.from_numpy(flat).to(lm.device)
             out = cap.run(input_ids=torch.from_numpy(ids).to(lm.device),
                           attention_mask=torch.from_numpy(mask).to(lm.device))
-            n = int(keep.sum())
+            n = len(flat)
             for name, t in out.items():
                 if t.dim() < 3 or t.shape[:2] != (len(batch), T):
                     raise HookError(
                         f"hook {name} gives shape {tuple(t.shape)}, not (batch, seq, ...): it cannot be stored as token rows")
-                sink.add(name, t[keep], row)
+                sink.add(name, t.reshape(len(batch) * T, *t.shape[2:]).index_select(0, keep), row)
             row += n
     order = np.argsort(dest)
     table = pa.table({k: pa.array(np.concatenate(v)[order]) for k, v in cols.items()})

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def head_env(tmp: Path | None = None) -> dict[str, str]:
 class RayHead:
     """``ray start --head --block`` on ``ip`` with free ports; ``address`` is the Jobs API URL."""
 
-    def __init__(self, ip: str = "127.0.0.3", num_cpus: int = 2, tmp: Path | None = None):
+    def __init__(self, ip: str = "127.0.0.3", num_cpus: int = 2, tmp: Path | None = None,
+                 env: dict[str, str] | None = None):
         ports = {f: free_port(ip) for f in PORT_FLAGS}
         lo = free_port(ip)
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--node-ip-address={ip}",
@@ -47,7 +49,7 @@ class RayHead:
         self.address = f"http://{ip}:{ports['--dashboard-port']}"
         self.gcs = f"{ip}:{ports['--port']}"
         self.log = open(os.devnull, "wb")
-        self.proc = subprocess.Popen(cmd, env=head_env(tmp), start_new_session=True, stdout=self.log,
+        self.proc = subprocess.Popen(cmd, env={**head_env(tmp), **(env or {})}, start_new_session=True, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -59,6 +61,9 @@ class RayHead:
                 with urllib.request.urlopen(self.address + "/api/version", timeout=2) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError as e:
+                if e.code in (401, 403):  # a head with token auth: up, and refusing us
+                    return
             except OSError:
                 pass
             time.sleep(0.5)
