@@ -47,9 +47,13 @@ def extract(
                                          show_default="none"),
     model: str | None = typer.Option(None, help="HF id (offline cache), local model dir, or smollm2-135m",
                                         show_default="demo: smollm2-135m"),
-    hooks: str | None = typer.Option(None, help="comma-separated module paths, '*' wildcards, ':input' suffix",
+    hooks: str | None = typer.Option(None, help="comma-separated module paths or TransformerLens names (blocks.6.hook_resid_post), '*' "
+                                        "wildcards, ':input', kinds ':q' ':k' ':v' ':scores' ':probs' ':pre' ':post' ... "
+                                        "(docs/hooks.md; `actlake hooks MODEL` lists them)",
                                         show_default="demo hooks"),
-    data: str | None = typer.Option(None, help="text file/dir/glob, .jsonl, .parquet, image folder, or 'stdlib'",
+    data: str | None = typer.Option(None, help="text file/dir/glob, .jsonl, .parquet, .arrow, a datasets "
+                                       "save_to_disk folder, image folder, or 'stdlib' (other columns than 'text': "
+                                       "a --config job file with data.text_field / image_field)",
                                        show_default="demo: stdlib"),
     out_uri: str | None = typer.Option(None, "--out", help="dataset URI (path, s3://, gs://)",
                                           show_default="demo: ./actlake-data/demo"),
