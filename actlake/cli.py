@@ -47,9 +47,14 @@ def extract(
                                          show_default="none"),
     model: str | None = typer.Option(None, help="HF id (offline cache), local model dir, or smollm2-135m",
                                         show_default="demo: smollm2-135m"),
-    hooks: str | None = typer.Option(None, help="comma-separated module paths, '*' wildcards, ':input' suffix",
+    hooks: str | None = typer.Option(None, help="comma-separated module paths or TransformerLens names "
+                                        "(blocks.6.hook_resid_post), '*' wildcards, ':input', kinds ':q' ':k' ':v' "
+                                        "':scores' ':probs' ':pre' ':post' ... "
+                                        "(docs/hooks.md; `actlake hooks MODEL` lists them)",
                                         show_default="demo hooks"),
-    data: str | None = typer.Option(None, help="text file/dir/glob, .jsonl, .parquet, image folder, or 'stdlib'",
+    data: str | None = typer.Option(None, help="text file/dir/glob, .jsonl, .parquet, .arrow, a datasets "
+                                       "save_to_disk folder, image folder, or 'stdlib' (columns: --text-field, "
+                                       "--image-field, --label-field)",
                                        show_default="demo: stdlib"),
     out_uri: str | None = typer.Option(None, "--out", help="dataset URI (path, s3://, gs://)",
                                           show_default="demo: ./actlake-data/demo"),
@@ -92,6 +97,12 @@ def extract(
     weights: str | None = typer.Option(
         None, help="parameters to export next to the activations (names, wildcards, or blocks.*.attn.W_Q style; "
         "read with ds.weights(name))", show_default="none"),
+    text_field: str | None = typer.Option(None, help="text column of .jsonl/.parquet/.arrow/datasets sources",
+                                          show_default="text"),
+    image_field: str | None = typer.Option(None, help="column of encoded images (parquet/arrow/datasets)",
+                                           show_default="auto: an Image feature or bytes column"),
+    label_field: str | None = typer.Option(None, help="column stored as each row's label in provenance",
+                                           show_default="none"),
 ) -> None:
     """Extract activations.  With no --config/--model/--hooks/--data/--out it runs the built-in demo
     (other flags apply to it).  Re-running an interrupted job resumes it; a job that failed before its
@@ -112,6 +123,10 @@ def extract(
                   highlight=False)
     else:
         job = load_job(config, model=model, hooks=hooks, data=data, out=out_uri, **flags)
+        columns = {k: v for k, v in (("text_field", text_field), ("image_field", image_field),
+                                     ("label_field", label_field)) if v is not None}
+        if columns:  # source columns: set on the data source, whether it came from --data or the job file
+            job = parse_job({**job.model_dump(mode="json"), "data": {**job.data.model_dump(mode="json"), **columns}})
     uri = run_job(job, address=address, overwrite=overwrite)
     _print_info(uri)
     import actlake

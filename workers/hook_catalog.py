@@ -12,6 +12,7 @@ import torch
 from actlake.schemas.errors import HookError
 from actlake.schemas.hooks import HookSpec
 from actlake.workers.hook_aliases import alias_table
+from actlake.workers.hook_kinds import ATTN_MARKERS, is_activation
 from actlake.workers.hooks import Capture, resolve_hooks, row_layout
 
 
@@ -78,12 +79,30 @@ def _module_rows(model: torch.nn.Module, inputs: dict, vision: bool) -> list[Hoo
     return rows
 
 
+def _activation_kinds(model: torch.nn.Module, calls: dict[str, int]) -> list[str]:
+    """``PARENT:pre`` / ``PARENT:post`` for the parent of every activation module outside attention
+    that runs once per forward (``calls``: module → calls); conv blocks of ConvNeXt/ResNet have no
+    aliases, so their kinds are listed from here."""
+    out = []
+    for name, mod in model.named_modules():
+        if ("." in name and is_activation(name, mod) and not any(k in name for k in ATTN_MARKERS)
+                and calls.get(name) == 1):
+            parent = name.rsplit(".", 1)[0]
+            out += [f"{parent}:pre", f"{parent}:post"]
+    return out
+
+
 def catalog(model: torch.nn.Module, vision: bool, processor=None, key_len: int | None = None) -> list[HookRow]:
-    """All hook points of ``model`` with per-row shapes (``key_len``: key axis of scores/probs rows)."""
-    inputs = _dummy_inputs(model, vision, processor)
+    """All hook points of ``model`` with per-row shapes (``key_len``: key axis of scores/probs rows).
+
+    Hooks that resolve but do not give rows (an alias on a pooled output, such as CLIP-vision's
+    ``post_layernorm`` behind ``ln_final.hook_normalized``) are left out, as are module outputs that
+    are not (batch, seq, ...) or conv maps."""
+    inputs = _dummy_inputs(model, vision, processor, T=min(8, key_len or 8))
     rows = _module_rows(model, inputs, vision)
     aliases = alias_table(model)
-    specs: list[tuple[str, str | None]] = []  # (hook text, alias of)
+    calls = {r.module: r.calls for r in rows}
+    specs: list[tuple[str, str | None]] = [(k, None) for k in _activation_kinds(model, calls)]  # (text, alias of)
     for a, (mod, io, kind) in aliases.items():
         path = mod + (":input" if io == "input" else "") + (f":{kind}" if kind else "")
         if kind:
@@ -95,15 +114,24 @@ def catalog(model: torch.nn.Module, vision: bool, processor=None, key_len: int |
             resolved += [(h, alias_of) for h in resolve_hooks(model, [HookSpec.parse(text)], key_len=key_len)]
         except HookError:
             continue
+    out: dict[str, torch.Tensor] = {}
     if resolved:
-        with Capture(model, [h for h, _ in resolved], cut=False) as cap:
-            try:
+        try:
+            with Capture(model, [h for h, _ in resolved], cut=False) as cap:
                 out = cap.run(**inputs)
-            except HookError:
-                out = {}
+        except HookError:  # one hook that cannot be captured must not hide the others
+            for h, _ in resolved:
+                try:
+                    with Capture(model, [h], cut=False) as cap:
+                        out.update(cap.run(**inputs))
+                except HookError:
+                    continue
         for h, alias_of in resolved:
             if h.name in out:
-                shape, layout = row_layout(h, out[h.name], vision)
+                try:
+                    shape, layout = row_layout(h, out[h.name], vision)
+                except HookError:
+                    continue
                 rows.append(HookRow(h.name, h.module_name, shape, layout, alias_of=alias_of))
     uniq = {r.name: r for r in rows}
     return list(uniq.values())

@@ -14,7 +14,7 @@ import torch
 
 from actlake.schemas.errors import HookError
 from actlake.workers.hook_aliases import alias_table, find_blocks
-from actlake.workers.hook_kinds import OUT_NAMES, _find, _qkv_taps, find_activation, head_dim
+from actlake.workers.hook_kinds import ATTN_MARKERS, OUT_NAMES, _find, _qkv_taps, find_activation, head_dim
 from actlake.workers.hooks import match_pattern
 
 
@@ -53,17 +53,25 @@ def _tl_table(model: torch.nn.Module) -> dict[str, tuple[str, object]]:
             o = _find(modules, attn, OUT_NAMES)
             if o:
                 out[f"blocks.{i}.attn.W_O"] = (f"{o}.weight", lambda o=o, hd=hd: _in_out(modules[o]).reshape(-1, hd, _in_out(modules[o]).shape[1]))
-        mlp = aliases.get(f"blocks.{i}.hook_mlp_out", (None,))[0]
+        mlp = aliases.get(f"blocks.{i}.mlp.hook_pre", (None,))[0]  # the MLP, or the block (BERT)
         if mlp:
             try:
-                find_activation(modules, mlp)
+                act = find_activation(modules, mlp)
             except HookError:
                 continue
             lin = [n for n, m in modules.items() if n.startswith(mlp + ".") and hasattr(m, "weight")
-                   and type(m).__name__ in ("Linear", "Conv1D")]
+                   and type(m).__name__ in ("Linear", "Conv1D")
+                   and not any(k in n[len(mlp) + 1:] for k in ATTN_MARKERS)]
             names = {n.rsplit(".", 1)[-1]: n for n in lin}
             w_in = names.get("up_proj") or names.get("c_fc") or names.get("fc1")
             w_out = names.get("down_proj") or names.get("fc2") or names.get("c_proj")
+            if not w_in:  # BERT-style: the projection next to the activation, then the one reading its width
+                beside = [n for n in lin if n.rsplit(".", 1)[0] == act.rsplit(".", 1)[0]]
+                if len(beside) == 1:
+                    w_in = beside[0]
+                    width = _in_out(modules[w_in]).shape[1]
+                    after = [n for n in lin if n != w_in and _in_out(modules[n]).shape[0] == width]
+                    w_out = w_out or (after[0] if len(after) == 1 else None)
             if w_in:
                 out[f"blocks.{i}.mlp.W_in"] = (f"{w_in}.weight", lambda n=w_in: _in_out(modules[n]))
             if "gate_proj" in names:

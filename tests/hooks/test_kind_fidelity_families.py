@@ -1,0 +1,204 @@
+"""Every hook kind against a direct computation on the families test_hook_kind_fidelity.py does not
+cover in full: ViT, DeiT, CLIP-vision and DINOv2 (with registers) — q/k/v/z, scores, probs, MLP
+pre/post, LayerNorm input/output, each through its module path and its TransformerLens alias —,
+BERT scores/LayerNorm/logits, GPT-2 embeddings/logits/final norm, ConvNeXt :post, and the real
+SmolLM2 (slow): unrotated q/k/v, z, MLP pre/post, norms and logits.
+
+The references are plain torch hooks on the modules named here per family and
+``output_attentions=True``; scores are checked independently through softmax(scores) == probs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from actlake.schemas.hooks import parse_hooks
+from actlake.workers.hooks import Capture, resolve_hooks
+
+KW = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+          intermediate_size=64)
+# per family: block path, attention (kinds), q/k/v/out projections, activation, first norm
+VISION = {
+    "vit": ("layers.1", "attention", ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp.activation_fn", "layernorm_before"),
+    "deit": ("layers.1", "attention", ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp.activation_fn", "layernorm_before"),
+    "clip": ("encoder.layers.1", "self_attn", ("q_proj", "k_proj", "v_proj", "out_proj"), "mlp.activation_fn",
+             "layer_norm1"),
+    "dinov2": ("encoder.layer.1", "attention", ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp.activation_fn", "norm1"),
+}
+
+
+def vision_model(family: str):
+    import transformers as T
+
+    torch.manual_seed(0)
+    if family == "vit":
+        return T.ViTModel(T.ViTConfig(**KW)).eval()
+    if family == "deit":
+        return T.DeiTModel(T.DeiTConfig(**KW)).eval()
+    if family == "clip":
+        return T.CLIPVisionModel(T.CLIPVisionConfig(**KW)).eval()
+    return T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
+        num_register_tokens=2)).eval()
+
+
+def direct(model, names: list[str], attentions: bool = True, **inputs) -> dict[str, torch.Tensor]:
+    """Plain torch hooks: ``name`` → first output, ``name:input`` → first input; plus attentions
+    (``output_attentions=True``, eager attention)."""
+    mods, got, hs = dict(model.named_modules()), {}, []
+    for n in names:
+        m, _, io = n.partition(":")
+        if io == "input":
+            hs.append(mods[m].register_forward_pre_hook(lambda mod, a, n=n: got.__setitem__(n, a[0])))
+        else:
+            hs.append(mods[m].register_forward_hook(
+                lambda mod, a, o, n=n: got.__setitem__(n, o[0] if isinstance(o, tuple) else o)))
+    if attentions:
+        model.set_attn_implementation("eager")
+    with torch.no_grad():
+        res = model(**inputs, **({"output_attentions": True} if attentions else {}))
+    for h in hs:
+        h.remove()
+    got["attentions"] = res.attentions if attentions else None
+    got["result"] = res
+    return got
+
+
+def capture(model, hooks: list[str], key_len=None, **inputs) -> dict[str, torch.Tensor]:
+    with Capture(model, resolve_hooks(model, parse_hooks(hooks), key_len=key_len)) as cap:
+        cap.run(**inputs)
+        return cap.run(**inputs)
+
+
+def heads(t: torch.Tensor, hd: int) -> torch.Tensor:
+    return t.reshape(*t.shape[:2], -1, hd)
+
+
+@pytest.mark.parametrize("family", list(VISION))
+def test_vision_every_kind_and_alias(family):
+    m = vision_model(family)
+    blk, att, (qn, kn, vn, on), act, ln = VISION[family]
+    A = f"{blk}.{att}"
+    px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    kinds = ["q", "k", "v", "z", "scores", "probs"]
+    tl = {"q": "hook_q", "k": "hook_k", "v": "hook_v", "z": "hook_z", "scores": "hook_attn_scores",
+          "probs": "hook_pattern"}
+    got = capture(m, [f"{A}:{k}" for k in kinds] + [f"blocks.1.attn.{tl[k]}" for k in kinds]
+                  + [f"{blk}.mlp:pre", f"{blk}.mlp:post", "blocks.1.mlp.hook_pre", "blocks.1.mlp.hook_post",
+                     f"{blk}.{ln}:input", f"{blk}.{ln}", "blocks.1.ln1.hook_normalized"], pixel_values=px)
+    ref = direct(m, [f"{A}.{qn}", f"{A}.{kn}", f"{A}.{vn}", f"{A}.{on}:input", f"{blk}.{act}:input",
+                     f"{blk}.{act}", f"{blk}.{ln}:input", f"{blk}.{ln}"], pixel_values=px)
+    T = {"vit": 17, "deit": 18, "clip": 17, "dinov2": 19}[family]  # cls (+ distillation / 2 registers) + 16
+    q, k = heads(ref[f"{A}.{qn}"], 8), heads(ref[f"{A}.{kn}"], 8)
+    assert q.shape == (2, T, 4, 8)
+    assert torch.equal(got[f"{A}:q"], q) and torch.equal(got[f"{A}:k"], k)
+    assert torch.equal(got[f"{A}:v"], heads(ref[f"{A}.{vn}"], 8))
+    assert torch.equal(got[f"{A}:z"], heads(ref[f"{A}.{on}:input"], 8))
+    probs = ref["attentions"][1].transpose(1, 2)  # (B, H, q, k) → rows (B, q, H, k)
+    assert got[f"{A}:probs"].shape == (2, T, 4, T)
+    assert torch.allclose(got[f"{A}:probs"], probs, atol=1e-6)
+    scores = torch.einsum("bqhd,bkhd->bqhk", q, k) / 8 ** 0.5
+    assert torch.allclose(got[f"{A}:scores"], scores, atol=1e-5)
+    assert torch.allclose(torch.softmax(got[f"{A}:scores"], -1), probs, atol=1e-5)  # no mask in vision
+    for kd in kinds:
+        assert torch.equal(got[f"blocks.1.attn.{tl[kd]}"], got[f"{A}:{kd}"]), kd
+    assert torch.equal(got[f"{blk}.mlp:pre"], ref[f"{blk}.{act}:input"])
+    assert torch.equal(got[f"{blk}.mlp:post"], ref[f"{blk}.{act}"])
+    assert torch.equal(got["blocks.1.mlp.hook_pre"], got[f"{blk}.mlp:pre"])
+    assert torch.equal(got["blocks.1.mlp.hook_post"], got[f"{blk}.mlp:post"])
+    assert torch.equal(got[f"{blk}.{ln}:input"], ref[f"{blk}.{ln}:input"])
+    assert torch.equal(got[f"{blk}.{ln}"], ref[f"{blk}.{ln}"])
+    assert torch.equal(got["blocks.1.ln1.hook_normalized"], ref[f"{blk}.{ln}"])
+
+
+def test_bert_scores_layernorm_logits_embed():
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    m = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64)).eval()
+    ids = torch.randint(0, 100, (2, 6), generator=torch.Generator().manual_seed(3))
+    A = "bert.encoder.layer.1.attention"
+    LN = "bert.encoder.layer.1.output.LayerNorm"
+    got = capture(m, [f"{A}:scores", "blocks.1.attn.hook_attn_scores", f"{A}:probs", f"{LN}:input", LN, "logits",
+                      "hook_embed", "blocks.1.hook_resid_post"], key_len=6, input_ids=ids)
+    ref = direct(m, [f"{A}.self.query", f"{A}.self.key", f"{LN}:input", LN, "bert.embeddings.word_embeddings",
+                     "bert.encoder.layer.1"], input_ids=ids)
+    q, k = heads(ref[f"{A}.self.query"], 8), heads(ref[f"{A}.self.key"], 8)
+    scores = torch.einsum("bqhd,bkhd->bqhk", q, k) / 8 ** 0.5
+    probs = ref["attentions"][1].transpose(1, 2)
+    assert torch.allclose(got[f"{A}:scores"], scores, atol=1e-5)
+    assert torch.equal(got["blocks.1.attn.hook_attn_scores"], got[f"{A}:scores"])
+    assert torch.allclose(torch.softmax(got[f"{A}:scores"], -1), probs, atol=1e-5)  # bidirectional, no padding
+    assert torch.allclose(got[f"{A}:probs"], probs, atol=1e-6)
+    assert torch.equal(got[f"{LN}:input"], ref[f"{LN}:input"]) and torch.equal(got[LN], ref[LN])
+    assert torch.equal(got["blocks.1.hook_resid_post"], got[LN])  # post-LN: the block ends in this norm
+    assert torch.equal(got["logits"], ref["result"].logits)
+    assert torch.equal(got["hook_embed"], ref["bert.embeddings.word_embeddings"])
+    assert torch.equal(got["hook_embed"], m.bert.embeddings.word_embeddings.weight[ids].detach())
+
+
+def test_gpt2_embed_logits_final_norm():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=16)).eval()
+    m.set_attn_implementation("eager")  # the reference runs eager: same numerics in both passes
+    ids = torch.randint(0, 100, (2, 6), generator=torch.Generator().manual_seed(3))
+    got = capture(m, ["hook_embed", "logits", "ln_final.hook_normalized", "transformer.ln_f:input",
+                      "blocks.1.hook_resid_post", "blocks.0.hook_resid_mid", "transformer.h.0.ln_2:input"],
+                  input_ids=ids)
+    ref = direct(m, ["transformer.h.1"], input_ids=ids)
+    assert torch.equal(got["hook_embed"], m.transformer.wte.weight[ids].detach())
+    assert torch.equal(got["logits"], ref["result"].logits)
+    assert torch.equal(got["transformer.ln_f:input"], ref["transformer.h.1"])
+    assert torch.equal(got["blocks.1.hook_resid_post"], ref["transformer.h.1"])
+    with torch.no_grad():
+        assert torch.allclose(got["ln_final.hook_normalized"], m.transformer.ln_f(ref["transformer.h.1"]), atol=1e-6)
+    assert torch.equal(got["blocks.0.hook_resid_mid"], got["transformer.h.0.ln_2:input"])
+
+
+def test_convnext_post_is_the_activation_output_as_maps():
+    from transformers import ConvNextConfig, ConvNextModel
+
+    torch.manual_seed(0)
+    m = ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)).eval()
+    px = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    L = "encoder.stages.1.layers.0"
+    got = capture(m, [f"{L}:pre", f"{L}:post"], pixel_values=px)
+    ref = direct(m, [f"{L}.act:input", f"{L}.act"], attentions=False, pixel_values=px)
+    # the activation runs channels-last (B, H, W, 4C); the kinds hold (B, 4C, H, W) conv maps
+    assert got[f"{L}:post"].shape == (2, 64, 8, 8)
+    assert torch.equal(got[f"{L}:pre"], ref[f"{L}.act:input"].permute(0, 3, 1, 2))
+    assert torch.equal(got[f"{L}:post"], ref[f"{L}.act"].permute(0, 3, 1, 2))
+
+
+@pytest.mark.slow
+def test_smollm2_projections_mlp_norms_logits():
+    from actlake.workers.models import load_model
+
+    m = load_model("smollm2-135m", None, "float32", "cpu", vision=False).model
+    m.set_attn_implementation("eager")  # the reference runs eager: same numerics in both passes
+    ids = torch.tensor([[1, 504, 2365, 6354, 16438, 27003, 690, 260, 23790, 2767, 30]])
+    L = "model.layers.7"
+    got = capture(m, ["blocks.7.attn.hook_q", "blocks.7.attn.hook_k", "blocks.7.attn.hook_v", "blocks.7.attn.hook_z",
+                      f"{L}.self_attn:scores", "blocks.7.mlp.hook_pre", "blocks.7.mlp.hook_post",
+                      "blocks.7.ln1.hook_normalized", f"{L}.input_layernorm:input", "ln_final.hook_normalized",
+                      "logits"], key_len=11, input_ids=ids)
+    ref = direct(m, [f"{L}.self_attn.q_proj", f"{L}.self_attn.k_proj", f"{L}.self_attn.v_proj",
+                     f"{L}.self_attn.o_proj:input", f"{L}.mlp.act_fn:input", f"{L}.mlp.act_fn", f"{L}.input_layernorm",
+                     f"{L}.input_layernorm:input", "model.norm"], input_ids=ids)
+    assert got["blocks.7.attn.hook_q"].shape == (1, 11, 9, 64) and got["blocks.7.attn.hook_k"].shape == (1, 11, 3, 64)
+    assert torch.equal(got["blocks.7.attn.hook_q"], heads(ref[f"{L}.self_attn.q_proj"], 64))
+    assert torch.equal(got["blocks.7.attn.hook_k"], heads(ref[f"{L}.self_attn.k_proj"], 64))
+    assert torch.equal(got["blocks.7.attn.hook_v"], heads(ref[f"{L}.self_attn.v_proj"], 64))
+    assert torch.equal(got["blocks.7.attn.hook_z"], heads(ref[f"{L}.self_attn.o_proj:input"], 64))
+    causal = torch.triu(torch.full((11, 11), float("-inf")), 1)[None, :, None]
+    probs = ref["attentions"][7].transpose(1, 2)
+    assert torch.allclose(torch.softmax(got[f"{L}.self_attn:scores"] + causal, -1), probs, atol=1e-4)
+    assert torch.equal(got["blocks.7.mlp.hook_pre"], ref[f"{L}.mlp.act_fn:input"])
+    assert torch.equal(got["blocks.7.mlp.hook_post"], ref[f"{L}.mlp.act_fn"])
+    assert (got["blocks.7.mlp.hook_pre"] < 0).any()  # the negative part (inhibition) is kept
+    assert torch.equal(got["blocks.7.ln1.hook_normalized"], ref[f"{L}.input_layernorm"])
+    assert torch.equal(got[f"{L}.input_layernorm:input"], ref[f"{L}.input_layernorm:input"])
+    assert torch.equal(got["ln_final.hook_normalized"], ref["model.norm"])
+    assert torch.allclose(got["logits"], ref["result"].logits, atol=1e-5)
