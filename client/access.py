@@ -209,7 +209,7 @@ class SnapshotAccess:
         def read(rec) -> pa.Table | None:
             try:
                 with self.store.fs.open(self.store.path(f"{rec.path}/{layout.DOCUMENTS}"), "rb") as f:
-                    return pq.read_table(f)
+                    return pq.read_table(f, use_threads=False)  # see FragmentReader.read_provenance
             except FileNotFoundError:
                 return None  # written before documents tables existed, or from arrays
 

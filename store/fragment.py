@@ -481,13 +481,17 @@ class FragmentReader:
             self.check_object(key, out.reshape(-1).view(np.uint8))
 
     def read_provenance(self, columns: list[str] | None = None) -> pa.Table:
-        """The fragment's provenance table (``columns``: only these).  A whole read is verified."""
+        """The fragment's provenance table (``columns``: only these).  A whole read is verified.
+
+        Decoded on the calling thread (``use_threads=False``): callers already read fragments in
+        parallel, and Arrow's own thread pool, once started, can abort the process at exit
+        ("terminate called without an active exception", apache/arrow#34314)."""
         key = f"{self.record.path}/{layout.PROVENANCE}"
         try:
             if self.verify and columns is None:
-                return pq.read_table(pa.BufferReader(self._read_object(key)))
+                return pq.read_table(pa.BufferReader(self._read_object(key)), use_threads=False)
             with self.store.fs.open(self.store.path(key), "rb") as f:
-                return pq.read_table(f, columns=columns)
+                return pq.read_table(f, columns=columns, use_threads=False)
         except FileNotFoundError:
             raise self._damaged(key, "missing") from None
         except (pa.ArrowInvalid, OSError) as e:
