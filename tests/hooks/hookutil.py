@@ -48,3 +48,35 @@ def zero_positions(model) -> None:
         for n, p in model.named_parameters():
             if "position" in n:
                 p.zero_()
+
+
+def direct(model, names: list[str], attentions: bool = True, **inputs) -> dict[str, torch.Tensor]:
+    """Plain torch hooks: ``name`` → first output, ``name:input`` → first input; plus attentions
+    (``output_attentions=True``, eager attention)."""
+    mods, got, hs = dict(model.named_modules()), {}, []
+    for n in names:
+        m, _, io = n.partition(":")
+        if io == "input":
+            hs.append(mods[m].register_forward_pre_hook(lambda mod, a, n=n: got.__setitem__(n, a[0])))
+        else:
+            hs.append(mods[m].register_forward_hook(
+                lambda mod, a, o, n=n: got.__setitem__(n, o[0] if isinstance(o, tuple) else o)))
+    if attentions:
+        model.set_attn_implementation("eager")
+    with torch.no_grad():
+        res = model(**inputs, **({"output_attentions": True} if attentions else {}))
+    for h in hs:
+        h.remove()
+    got["attentions"] = res.attentions if attentions else None
+    got["result"] = res
+    return got
+
+
+def capture(model, hooks: list[str], key_len=None, **inputs) -> dict[str, torch.Tensor]:
+    """actlake's Capture of ``hooks`` (second forward: the first, uncut, counts module calls)."""
+    from actlake.schemas.hooks import parse_hooks
+    from actlake.workers.hooks import Capture, resolve_hooks
+
+    with Capture(model, resolve_hooks(model, parse_hooks(hooks), key_len=key_len)) as cap:
+        cap.run(**inputs)
+        return cap.run(**inputs)

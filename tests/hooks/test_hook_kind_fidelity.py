@@ -5,34 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hookutil import capture, direct
 
 from actlake.schemas.errors import HookError
 from actlake.schemas.hooks import parse_hooks
-from actlake.workers.hooks import Capture, resolve_hooks
-
-
-def direct(model, module_io: list[str], **inputs) -> dict[str, torch.Tensor]:
-    """Plain forward (pre-)hooks: ``name`` → first output, ``name:input`` → first input."""
-    mods, got, hs = dict(model.named_modules()), {}, []
-    for n in module_io:
-        m, _, io = n.partition(":")
-        if io == "input":
-            hs.append(mods[m].register_forward_pre_hook(lambda mod, a, n=n: got.__setitem__(n, a[0])))
-        else:
-            hs.append(mods[m].register_forward_hook(
-                lambda mod, a, o, n=n: got.__setitem__(n, o[0] if isinstance(o, tuple) else o)))
-    with torch.no_grad():
-        res = model(**inputs, output_attentions=True)
-    for h in hs:
-        h.remove()
-    got["attentions"] = res.attentions
-    return got
-
-
-def capture(model, hooks: list[str], key_len=None, **inputs) -> dict[str, torch.Tensor]:
-    with Capture(model, resolve_hooks(model, parse_hooks(hooks), key_len=key_len)) as cap:
-        cap.run(**inputs)  # first forward: uncut, counts calls
-        return cap.run(**inputs)
+from actlake.workers.hooks import resolve_hooks
 
 
 def rotate_half(x):

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from actlake.schemas.hooks import parse_hooks
-from actlake.workers.hooks import Capture, resolve_hooks
+from hookutil import capture, direct
 
 KW = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
           intermediate_size=64)
@@ -39,34 +37,6 @@ def vision_model(family: str):
     return T.Dinov2WithRegistersModel(T.Dinov2WithRegistersConfig(
         image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
         num_register_tokens=2)).eval()
-
-
-def direct(model, names: list[str], attentions: bool = True, **inputs) -> dict[str, torch.Tensor]:
-    """Plain torch hooks: ``name`` → first output, ``name:input`` → first input; plus attentions
-    (``output_attentions=True``, eager attention)."""
-    mods, got, hs = dict(model.named_modules()), {}, []
-    for n in names:
-        m, _, io = n.partition(":")
-        if io == "input":
-            hs.append(mods[m].register_forward_pre_hook(lambda mod, a, n=n: got.__setitem__(n, a[0])))
-        else:
-            hs.append(mods[m].register_forward_hook(
-                lambda mod, a, o, n=n: got.__setitem__(n, o[0] if isinstance(o, tuple) else o)))
-    if attentions:
-        model.set_attn_implementation("eager")
-    with torch.no_grad():
-        res = model(**inputs, **({"output_attentions": True} if attentions else {}))
-    for h in hs:
-        h.remove()
-    got["attentions"] = res.attentions if attentions else None
-    got["result"] = res
-    return got
-
-
-def capture(model, hooks: list[str], key_len=None, **inputs) -> dict[str, torch.Tensor]:
-    with Capture(model, resolve_hooks(model, parse_hooks(hooks), key_len=key_len)) as cap:
-        cap.run(**inputs)
-        return cap.run(**inputs)
 
 
 def heads(t: torch.Tensor, hd: int) -> torch.Tensor:
