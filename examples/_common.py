@@ -50,9 +50,14 @@ def parser(doc: str, quick: str) -> argparse.ArgumentParser:
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
+def stdlib_root() -> Path:
+    """The folder of the running Python's standard-library modules (real text, always offline)."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
 def stdlib_corpus(out: Path, n_files: int) -> Path:
     """A folder of ``n_files`` real text documents (stdlib modules of the running Python)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+    root = stdlib_root()
     d = out / "corpus"
     d.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(STDLIB_FILES[:n_files]):
@@ -283,9 +288,9 @@ def _fmt(v: Any) -> str:
 
 def train_tiny_lm(model_dir: Path, corpus: Path, steps: int = 150, context_len: int = 64, batch: int = 16,
                   seed: int = 0) -> Path:
-    """Briefly train a config-built causal LM on ``corpus`` (next-token CE, Adam 3e-3) so that its MLP
-    neurons and its loss mean something; overwrites the weights in ``model_dir``.  Done once (a
-    ``trained.txt`` marker records it)."""
+    """Briefly train a config-built causal LM on ``corpus`` (next-token CE on ``batch`` random windows of
+    ``context_len`` tokens per step, Adam 3e-3) so that its MLP neurons and its loss mean something;
+    overwrites the weights in ``model_dir``.  Done once (a ``trained.txt`` marker records it)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -10,7 +10,7 @@ from wfutil import check_report, load
 import actlake
 
 pytestmark = pytest.mark.slow
-HOOK = "transformer.h.1.mlp.c_proj:input"
+HOOK = "transformer.h.0.mlp.c_proj:input"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,11 @@ def test_metrics(run):
         assert 0 < s[f"sae{i}.L0"] < 4 * s["neurons"] and 0 <= s[f"sae{i}.nmse"] < 0.5
     loss = s["loss"]
     # figures are rounded to 6 decimals in summary.json
+    assert loss["zero_gap"] == pytest.approx(loss["zero"] - loss["clean"], abs=1e-5)
     assert loss["recovered"] == pytest.approx((loss["zero"] - loss["sae"]) / (loss["zero"] - loss["clean"]), rel=1e-3)
+    # the tiny LM must rely on the hooked MLP, else loss recovered is a ratio of noise (issue 14)
+    assert loss["zero_gap"] > 0.2
+    assert 0 <= loss["recovered"] <= 1
     assert (out / "features.html").read_text().count("<h2>latent") == 4
     assert s["pages"] == ["features.html"]  # linked from index.html (check_report)
 
