@@ -9,6 +9,7 @@ import json
 import queue
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,9 @@ def column_tensor(col: pa.Array | pa.ChunkedArray, field: pa.Field) -> torch.Ten
     start = col.offset * width
     storage = np.int16 if dtype == torch.bfloat16 else STORAGE[meta[b"actlake.dtype"].decode()]
     a = np.frombuffer(buf, dtype=storage, count=n * width // dtype.itemsize, offset=start)
-    t = torch.from_numpy(a)  # read-only view of the received bytes
+    with warnings.catch_warnings():  # the bytes were received for this batch alone: in-place use is safe
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        t = torch.from_numpy(a)  # a view of the received bytes, no copy
     return (t.view(torch.bfloat16) if dtype == torch.bfloat16 else t).view(n, *shape)
 
 
