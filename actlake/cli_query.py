@@ -229,8 +229,9 @@ def intervals(uri: str = URI, hook: str = HOOK, unit: Optional[int] = typer.Opti
     _write(table, out_path)
 
 
-def stats_table(res: dict, by: Optional[str]):
-    """Per-unit (and per-group) stats dict → one table row per (group, unit)."""
+def stats_table(res: dict, by: Optional[str], units: Optional[list[int]] = None):
+    """Per-unit (and per-group) stats dict → one table row per (group, unit); ``units``: the unit
+    numbers the result's columns stand for (default 0..C-1)."""
     import numpy as np
     import pyarrow as pa
 
@@ -239,7 +240,7 @@ def stats_table(res: dict, by: Optional[str]):
     for g, r in groups:
         n = len(r["mean"])
         cols: dict[str, Any] = {} if by is None else {by: pa.array([str(g)] * n)}
-        cols["unit"] = pa.array(np.arange(n))
+        cols["unit"] = pa.array(np.asarray(units, np.int64) if units is not None else np.arange(n))
         for key in ("count", "mean", "var", "skew", "kurtosis", "min", "max", "density"):
             cols[key] = pa.array(np.asarray(r[key]))
         if "hist" in r:
@@ -253,17 +254,18 @@ def stats(uri: str = URI, hook: str = HOOK,
           by: Optional[str] = typer.Option(None, help="group by position, token_type, label or token_id"),
           threshold: float = typer.Option(0.0, help="density counts values > threshold"),
           unit: Optional[str] = typer.Option(None, help="only these units (comma-separated); default all"),
-          histogram_bins: Optional[int] = typer.Option(None, help="also histograms with shared bins (2nd pass)"),
+          histogram_bins: Optional[int] = typer.Option(None, help="also histograms with shared bins (2nd pass; ≤ 10,000)"),
           out_path: Optional[str] = OUT, address: Optional[str] = ADDRESS, tasks: Optional[int] = TASKS) -> None:
     """Per-unit count, mean, var, skew, kurtosis, min, max, density (float64, one pass)."""
     import actlake
 
     _check_out(out_path)
     ds = actlake.open_dataset(uri)
-    res = _run("stats", ds.query.stats, hook=hook, by=by, threshold=threshold, unit=_ints("unit", unit),
+    units = _ints("unit", unit)
+    res = _run("stats", ds.query.stats, hook=hook, by=by, threshold=threshold, unit=units,
                histogram_bins=histogram_bins, address=address, tasks=tasks)
     by_col = None if by is None else "group"
-    table = stats_table(res, by_col)
+    table = stats_table(res, by_col, units)
     _show(table, f"statistics of {hook}")
     rows = res if by is None else next(iter(res.values()), {})
     for name in ("row_norm", "row_kurtosis"):

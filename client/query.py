@@ -180,7 +180,10 @@ class QueryEngine:
             ``active`` (count > threshold); with ``histogram_bins``: ``hist`` int64 ``[C, bins]`` over
             shared edges ``hist_edges`` ``[bins + 1]`` (a second pass); with ``rows`` (identity
             only): ``row_norm`` and ``row_kurtosis`` summaries (dicts of count/mean/var/skew/
-            kurtosis/min/max of each row's L2 norm and excess kurtosis).  With ``by`` (position,
+            kurtosis/min/max of each row's L2 norm and excess kurtosis; constant rows have no
+            kurtosis and are left out of ``row_kurtosis``, whose ``count`` says how many rows it
+            summarises).  Columns follow ``unit``'s order.  ``threshold`` must be finite and
+            ``histogram_bins`` ≤ 10,000.  With ``by`` (position,
             token_type, label, token_id): ``{group value: such a dict}``.
             With ``by="hook"`` or a list of hooks (None: every hook): ``{hook: such a dict}``.
         Raises: QueryError (unknown hook, bad unit/direction, unknown ``by`` column, empty store).

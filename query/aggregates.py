@@ -206,7 +206,10 @@ class Histogram:
 
     def __init__(self, width: int, bins: int, lo: float, hi: float):
         self.width, self.bins = width, bins
-        self.lo, self.hi = float(lo), float(hi) if hi > lo else float(lo) + 1.0
+        lo, hi = float(lo), float(hi)
+        if not hi > lo:  # constant data: numpy.histogram's own choice of range
+            lo, hi = lo - 0.5, hi + 0.5
+        self.lo, self.hi = lo, hi
 
     @property
     def edges(self) -> np.ndarray:
@@ -232,28 +235,31 @@ class Histogram:
 
 class RowSummary:
     """Moments of two per-row quantities: the L2 norm and the excess kurtosis of the row's d values
-    (the sparsity measure of the "null code" studies), computed from ``block.x``."""
+    (the sparsity measure of the "null code" studies), computed from ``block.x``.  A constant row
+    (all d values equal, e.g. a dead MLP row of zeros) has no kurtosis: it counts in ``row_norm``
+    but not in ``row_kurtosis`` (whose ``count`` is then smaller)."""
 
     def __init__(self) -> None:
-        self._m = Moments(2)
+        self._m = Moments(1)
 
     def zero(self) -> State:
-        return self._m.zero()
+        return {"norm": self._m.zero(), "kurt": self._m.zero()}
 
     def of(self, rows: np.ndarray) -> State:
-        """State of per-row (norm, kurtosis) pairs, float64 ``[n, 2]``."""
-        return self._m.of(rows)
+        """State of per-row (norm, kurtosis) pairs, float64 ``[n, 2]`` (kurtosis NaN: skipped)."""
+        kurt = rows[:, 1:]
+        return {"norm": self._m.of(rows[:, :1]), "kurt": self._m.of(kurt[~np.isnan(kurt[:, 0])])}
 
     def update(self, state: State, block: Block) -> State:
         assert block.x is not None, "RowSummary needs the full rows"
-        return self._m.merge(state, self._m.of(row_norms_kurtosis(block.x)))
+        return self.merge(state, self.of(row_norms_kurtosis(block.x)))
 
     def merge(self, a: State, b: State) -> State:
-        return self._m.merge(a, b)
+        return {k: self._m.merge(a[k], b[k]) for k in ("norm", "kurt")}
 
     def finalize(self, s: State) -> dict[str, dict[str, float]]:
-        f = self._m.finalize(s)
-        return {name: {k: v[i].item() for k, v in f.items()} for i, name in enumerate(("row_norm", "row_kurtosis"))}
+        return {name: {k: v[0].item() for k, v in self._m.finalize(s[key]).items()}
+                for name, key in (("row_norm", "norm"), ("row_kurtosis", "kurt"))}
 
 
 class Combined:

@@ -46,9 +46,10 @@ class QuerySpec(BaseModel):
     k: int = Field(20, gt=0, description="rows per unit/direction (top-k, bottom-k)")
     context: int = Field(8, ge=0, description="tokens shown on each side of the activating token")
     dedup: Literal["context"] | None = Field(None, description="at most one row per model context")
-    threshold: float = Field(0.0, description="density counts values > threshold")
+    threshold: float = Field(0.0, allow_inf_nan=False, description="density counts values > threshold (finite)")
     by: str | None = Field(None, description="stats per group: position, token_type, label, token_id")
-    histogram_bins: int | None = Field(None, gt=0, description="stats: also histograms with shared bins")
+    histogram_bins: int | None = Field(None, gt=0, le=10_000,
+                                       description="stats: also histograms with shared bins (at most 10,000)")
     rows: bool = Field(True, description="stats: per-row norm and kurtosis summaries")
     bins: int = Field(11, gt=0, description="intervals between 0 and the max")
     per_bin: int = Field(10, gt=0, description="rows sampled per interval")

@@ -39,10 +39,11 @@ def test_topk_sae_and_stats_out_files_equal_python(store, tmp_path):
     ref = actlake.open_dataset(uri).query.topk("h", encoder={"W_enc": W, "b_enc": np.zeros(6, np.float32)}, k=4,
                                                dedup="context")
     assert got.equals(ref)
-    r = _cli("stats", uri, "--hook", "h", "--unit", "1,2", "--out", str(tmp_path / "s.json"))
+    r = _cli("stats", uri, "--hook", "h", "--unit", "6,2", "--out", str(tmp_path / "s.json"))
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "s.json").read_text())
-    np.testing.assert_allclose([row["mean"] for row in rows], x[:, [1, 2]].astype(np.float64).mean(0), rtol=1e-12)
+    assert [row["unit"] for row in rows] == [6, 2]  # labelled with the units asked for, in their order
+    np.testing.assert_allclose([row["mean"] for row in rows], x[:, [6, 2]].astype(np.float64).mean(0), rtol=1e-12)
     r = _cli("fetch", uri, "--rows", "3,1", "--hooks", "w", "--out", str(tmp_path / "f.csv"))
     assert r.returncode == 0, r.stderr
     f = pcsv.read_csv(tmp_path / "f.csv")

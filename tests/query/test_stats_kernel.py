@@ -134,3 +134,41 @@ def test_bf16_store_stats_equal_widened_rows(tmp_path):
     pos = prov.column("context_pos").to_numpy()
     for p_, s in by.items():
         np.testing.assert_allclose(s["mean"], x[pos == p_].astype(np.float64).mean(0), rtol=1e-9, atol=1e-12)
+
+
+def test_constant_rows_are_left_out_of_row_kurtosis_only(tmp_path):
+    """A dead (all-zero) row has a norm but no kurtosis: it must not turn the summary into NaN."""
+    x = np.random.default_rng(4).standard_normal((40, 6)).astype(np.float32)
+    x[7] = 0.0
+    agg = ValueStats(6, 0.0, rows=True)
+    got = agg.finalize(agg.update(agg.zero(), Block(x, np.arange(40), x)))
+    x64 = x.astype(np.float64)
+    r = x64 - x64.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = (r ** 4).mean(1) / (r ** 2).mean(1) ** 2 - 3
+    assert got["row_norm"]["count"] == 40 and got["row_kurtosis"]["count"] == 39
+    assert got["row_kurtosis"]["mean"] == pytest.approx(np.nanmean(k), rel=1e-12)
+    assert got["row_norm"]["min"] == 0.0
+
+
+def test_histogram_of_constant_values_matches_numpy():
+    x = np.full((10, 3), 0.5, np.float32)
+    agg = Histogram(3, 4, 0.5, 0.5)  # the engine passes the data's min and max
+    got = agg.finalize(agg.update(agg.zero(), Block(x, np.arange(10))))
+    want, edges = np.histogram(x[:, 0], bins=4)
+    np.testing.assert_allclose(got["hist_edges"], edges)
+    np.testing.assert_array_equal(got["hist"][0], want)
+
+
+def test_threshold_must_be_finite_and_bins_bounded(tmp_path):
+    from query_stores import text_store
+
+    import actlake
+    from actlake.schemas.errors import QueryError
+
+    uri, _, _ = text_store(str(tmp_path / "s"), fragments=(20,), seed=2)
+    ds = actlake.open_dataset(uri)
+    with pytest.raises(QueryError, match="threshold"):
+        ds.query.stats("h", threshold=float("nan"))
+    with pytest.raises(QueryError, match="histogram_bins"):
+        ds.query.stats("h", histogram_bins=10_001)
