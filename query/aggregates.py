@@ -302,12 +302,12 @@ class ValueStats(Combined):
         v, n = block.values, block.values.shape[0]
         if n == 0:
             return state
-        fused = self.rows and block.x is not None and block.x.shape == v.shape and np.shares_memory(block.x, v)
+        fused = self.rows and block.x is v  # unprojected: the values are the rows (scans and take keep this)
         ref = kernels.floats(v[: slab_rows(v.shape[1])]).mean(axis=0, dtype=np.float64)
         sums, lo, hi, above, rows = kernels.value_stats(v, ref, self.threshold, fused)
-        if _far(n, sums):
+        if _far(n, sums):  # the fall-back of Moments.of: the sums again, about the mean
             ref = ref + sums[0] / n
-            sums = kernels.shifted_power_sums(v, ref)
+            sums = kernels.value_stats(v, ref, self.threshold, False)[0]
         part = {"m": _central(n, ref, sums, lo, hi), "d": {"n": n, "above": above}}
         if self.rows:
             assert block.x is not None, "per-row summaries need the full rows"

@@ -42,6 +42,7 @@ def row_summary(row, out):  # pragma: no cover - compiled
     out[0] = np.sqrt(r2 + c * mean * mean)
     out[1] = c * r4 / (r2 * r2) - 3.0 if r2 > 0 else np.nan
 
+
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=_FAST)
 def update_columns(row, ref, threshold, s1, s2, s3, s4, lo, hi, above):  # pragma: no cover - compiled
     for j in range(row.shape[0]):  # branch-free, so it vectorizes across columns
@@ -56,6 +57,7 @@ def update_columns(row, ref, threshold, s1, s2, s3, s4, lo, hi, above):  # pragm
         hi[j] = x if x > hi[j] else hi[j]
         above[j] += 1.0 if x > threshold else 0.0
 
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def value_pass(v, ref, threshold, sums, lo, hi, above, rows_out, with_rows):  # pragma: no cover - compiled
     s1, s2, s3, s4 = sums[0], sums[1], sums[2], sums[3]
@@ -63,6 +65,7 @@ def value_pass(v, ref, threshold, sums, lo, hi, above, rows_out, with_rows):  # 
         update_columns(v[i], ref, threshold, s1, s2, s3, s4, lo, hi, above)
         if with_rows:  # the row is in L1 now
             row_summary(v[i], rows_out[i])
+
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def value_pass_bf16(bits, ref, threshold, sums, lo, hi, above, rows_out, with_rows):  # pragma: no cover
@@ -76,23 +79,12 @@ def value_pass_bf16(bits, ref, threshold, sums, lo, hi, above, rows_out, with_ro
         if with_rows:
             row_summary(row, rows_out[i])
 
-@numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=_FAST)
-def power_sums(v, ref, sums):  # pragma: no cover - compiled
-    n, c = v.shape
-    s1, s2, s3, s4 = sums[0], sums[1], sums[2], sums[3]
-    for i in range(n):
-        for j in range(c):
-            d = np.float64(v[i, j]) - ref[j]
-            d2 = d * d
-            s1[j] += d
-            s2[j] += d2
-            s3[j] += d2 * d
-            s4[j] += d2 * d2
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def rows_only(x, rows_out):  # pragma: no cover - compiled
     for i in range(x.shape[0]):
         row_summary(x[i], rows_out[i])
+
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def histogram(v, lo, hi, edges, counts):  # pragma: no cover - compiled
@@ -124,7 +116,6 @@ def warm() -> float:
         for x in (v, v[:, ::2]):
             value_stats(x, np.zeros(x.shape[1]), 0.0, True)
             value_stats(x, np.zeros(x.shape[1]), 0.0, False)
-            shifted_power_sums(x, np.zeros(x.shape[1]))
             histogram_counts(x, 0.0, 1.0, np.linspace(0.0, 1.0, 3), np.zeros((x.shape[1], 2), np.int64))
     return time.process_time() - t
 
@@ -163,15 +154,6 @@ def value_stats(v: np.ndarray, ref: np.ndarray, threshold: float, with_rows: boo
     threshold = float(np.float32(threshold) if v.dtype == np.uint16 else v.dtype.type(threshold))
     kernel(v, np.ascontiguousarray(ref, np.float64), threshold, sums, lo, hi, above, rows, with_rows)
     return sums, lo, hi, above.astype(np.int64), (rows if with_rows else None)
-
-
-def shifted_power_sums(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Column sums of ``(v - ref)**p`` for p = 1..4.
-
-    Args: v float ``[n, C]`` (or uint16 bfloat16 bits); ref float64 ``[C]``.  Returns: float64 ``[4, C]``."""
-    sums = np.zeros((4, v.shape[1]))
-    power_sums(floats(v), np.ascontiguousarray(ref, np.float64), sums)
-    return sums
 
 
 def row_norms_kurtosis(x: np.ndarray) -> np.ndarray:
