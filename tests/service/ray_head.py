@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +41,8 @@ class RayHead:
                  env: dict[str, str] | None = None):
         ports = {f: free_port(ip) for f in PORT_FLAGS}
         lo = free_port(ip)
+        while any(lo <= p <= lo + 200 for p in ports.values()):  # Ray exits 1 when a port lies in the worker range
+            lo = free_port(ip)
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--node-ip-address={ip}",
                f"--dashboard-host={ip}", f"--num-cpus={num_cpus}", "--include-dashboard=true",
                f"--min-worker-port={lo}", f"--max-worker-port={lo + 200}"]
@@ -48,7 +51,7 @@ class RayHead:
             cmd.append(f"--temp-dir={tmp / 'ray'}")
         self.address = f"http://{ip}:{ports['--dashboard-port']}"
         self.gcs = f"{ip}:{ports['--port']}"
-        self.log = open(os.devnull, "wb")
+        self.log = tempfile.TemporaryFile()  # the head's output, shown if it exits before it is ready
         self.proc = subprocess.Popen(cmd, env={**head_env(tmp), **(env or {})}, start_new_session=True, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
@@ -56,7 +59,9 @@ class RayHead:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ray head exited with {self.proc.returncode}")
+                self.log.seek(0)
+                tail = self.log.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"ray head exited with {self.proc.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(self.address + "/api/version", timeout=2) as r:
                     if r.status == 200:
