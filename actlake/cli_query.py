@@ -251,10 +251,12 @@ def stats_table(res: dict, by: Optional[str], units: Optional[list[int]] = None)
 
 @app.command()
 def stats(uri: str = URI, hook: str = HOOK,
-          by: Optional[str] = typer.Option(None, help="group by a provenance column: position, context_pos, token_type, label, token_id, doc_id, patch_row, patch_col; or hook"),
+          by: Optional[str] = typer.Option(None, help="group by a provenance column: position, context_pos, "
+                                           "token_type, label, token_id, doc_id, patch_row, patch_col; or hook"),
           threshold: float = typer.Option(0.0, help="density counts values > threshold"),
           unit: Optional[str] = typer.Option(None, help="only these units (comma-separated); default all"),
-          histogram_bins: Optional[int] = typer.Option(None, help="also histograms with shared bins (2nd pass; ≤ 10,000)"),
+          histogram_bins: Optional[int] = typer.Option(None,
+                                                       help="also histograms with shared bins (2nd pass; ≤ 10,000)"),
           out_path: Optional[str] = OUT, address: Optional[str] = ADDRESS, tasks: Optional[int] = TASKS) -> None:
     """Per-unit count, mean, var, skew, kurtosis, min, max, density (float64, one pass)."""
     import actlake

@@ -20,13 +20,12 @@ import dataclasses
 import gzip
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 from actlake.schemas.errors import JobSpecError, SourceError
 from actlake.schemas.sources import SourceSpec
-from actlake.workers.sources import Doc
+from actlake.workers.sources import Doc, warn_null_texts
 
 DOC_BITS = 32  # documents per unit < 2**32
 CONTEXT_BITS = 24  # contexts per unit < 2**24
@@ -234,7 +233,4 @@ def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
     else:
         raise JobSpecError(f"unknown shard kind {unit.kind!r}")
     if nulls:
-        from actlake.workers.sources import SourceWarning
-
-        warnings.warn(f"{unit.path}: skipped {nulls} document(s) whose text is null or missing", SourceWarning,
-                      stacklevel=2)
+        warn_null_texts(unit.path, nulls)

@@ -102,8 +102,12 @@ def iter_docs(spec: SourceSpec, skipped: SkipCounts | None = None) -> Iterator[D
         warnings.warn(f"skipped {counts.undecodable} file(s) that are not UTF-8 text: {names}", SourceWarning,
                       stacklevel=2)
     if counts.null:
-        warnings.warn(f"{spec.path}: skipped {counts.null} document(s) whose text is null or missing",
-                      SourceWarning, stacklevel=2)
+        warn_null_texts(spec.path, counts.null)
+
+
+def warn_null_texts(where: object, n: int) -> None:
+    """The ``SourceWarning`` for ``n`` documents of ``where`` skipped because their text is null or missing."""
+    warnings.warn(f"{where}: skipped {n} document(s) whose text is null or missing", SourceWarning, stacklevel=3)
 
 
 class SourceWarning(UserWarning):
