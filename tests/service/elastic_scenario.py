@@ -4,7 +4,9 @@
 
 Head 127.0.0.3 (no CPUs: driver + coordinator only), worker node A on 127.0.0.4.  After A's first
 commit its worker process is frozen (SIGSTOP: a stuck worker holding a lease, which must expire) and
-node B joins on 127.0.0.5; once B has committed a unit, node A is killed (no graceful shutdown).
+node B joins on 127.0.0.5; once B has committed a unit, B's worker is paused and node A is killed (no
+graceful shutdown).  B resumes only after the driver has reported A's worker lost, so the loss is always
+seen mid-job (left running, B could finish every unit before Ray's health checks declare A dead).
 Writes {"events": [...], "workers": {unit id: worker}, "status": final coordinator status} to
 RESULT_JSON."""
 from __future__ import annotations
@@ -55,6 +57,8 @@ def main(job_json: str, result_json: str) -> None:
     job = parse_job(json.loads(Path(job_json).read_text()))
     out = Path(job.out)
     events: list[str] = []
+    paused: list[int] = []  # SIGSTOPped pids to resume on the way out
+    frozen: list[int] = []
     common = {"include_dashboard": False, "object_store_memory": 80 * 1024 * 1024}
     cluster = Cluster(initialize_head=True, head_node_args={
         "node_ip_address": "127.0.0.3", "num_cpus": 0, "gcs_server_port": free_port("127.0.0.3"),
@@ -76,15 +80,23 @@ def main(job_json: str, result_json: str) -> None:
         _wait(lambda: len(_committed(out)) >= 1 or not t.is_alive(), 300, "no first commit")
         pid = int(_committed(out)[0]["worker"].rsplit(":", 1)[1])
         os.kill(pid, signal.SIGSTOP)  # a stuck worker: its leases stop being renewed
+        frozen.append(pid)
         events.append(f"scenario: worker pid {pid} on 127.0.0.4 frozen")
         cluster.add_node(node_ip_address="127.0.0.5", num_cpus=1,
                          dashboard_agent_listen_port=free_port("127.0.0.5"), **common)
         events.append("scenario: node 127.0.0.5 added")
         _wait(lambda: any("@127.0.0.5" in r["worker"] for r in _committed(out)) or not t.is_alive(), 300,
               "the added node never committed")
+        b_pid = next(int(r["worker"].rsplit(":", 1)[1]) for r in _committed(out) if "@127.0.0.5" in r["worker"])
+        os.kill(b_pid, signal.SIGSTOP)
+        paused.append(b_pid)
         before = len(_committed(out))
         cluster.remove_node(node_a, allow_graceful=False)
         events.append(f"scenario: node 127.0.0.4 killed after {before} commits")
+        _wait(lambda: any("lost" in e for e in list(events)) or not t.is_alive(), 180,
+              "the driver never reported the killed node's worker lost")
+        os.kill(b_pid, signal.SIGCONT)
+        paused.remove(b_pid)
         t.join(timeout=600)
         if err:
             raise err[0]
@@ -93,8 +105,19 @@ def main(job_json: str, result_json: str) -> None:
                   "workers": {r["unit_id"]: r["worker"] for r in _committed(out)}}
         Path(result_json).write_text(json.dumps(result))
     finally:
+        for pid in paused:
+            _signal(pid, signal.SIGCONT)
         ray.shutdown()
         cluster.shutdown()
+        for pid in frozen:  # a stopped worker never sees its raylet die: end it (we started it)
+            _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 if __name__ == "__main__":
