@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from actlake.schemas.errors import ClusterError
 
@@ -55,3 +56,21 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def stop_actors(actors: list, timeout_s: float = 10.0) -> None:
+    """Kill Ray actors this driver started and wait (up to ``timeout_s``) until each is dead, so none
+    writes to the store afterwards."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    for a in actors:
+        ray.kill(a, no_restart=True)
+    deadline = time.time() + timeout_s
+    for a in actors:
+        try:
+            ray.get(a.__ray_ready__.remote(), timeout=max(0.1, deadline - time.time()))
+        except (RayActorError, GetTimeoutError):
+            pass
+        except Exception:  # noqa: BLE001 - any other failure of a dying actor: it is gone
+            pass

@@ -116,6 +116,7 @@ class Coordinator:
         self.tokens_done = 0
         self.rows_done = 0
         self.units_skipped = 0
+        self.empty: set[str] = set()  # units whose slice holds no text (done; nothing to commit)
         self.duplicates_refused = 0
         self.expired = 0
         self.errors: list[str] = []
@@ -158,8 +159,8 @@ class Coordinator:
         self._fill()
         while self._queue:
             unit = self._queue.popleft()
-            if unit.unit_id in self.snap.unit_ids:  # committed by a slow holder of an expired lease
-                continue
+            if unit.unit_id in self.snap.unit_ids or unit.unit_id in self.empty:  # done by a slow holder
+                continue                                                                # of an expired lease
             self._leases[unit.unit_id] = Lease(unit, worker_id, node or self.workers.get(worker_id, ""),
                                                now + self.lease_s)
             return unit
@@ -187,6 +188,14 @@ class Coordinator:
             self.duplicates_refused += 1
         self._maybe_write_progress()
         return ok
+
+    def done_empty(self, worker_id: str, unit_id: str) -> None:
+        """A unit whose source slice holds no text (a jsonl byte range inside one long line, blank
+        lines, a row group of null texts): done, with nothing to commit.  Not logged: a resumed job
+        reads the slice again and finds it empty again."""
+        self._leases.pop(unit_id, None)
+        self.empty.add(unit_id)
+        self._maybe_write_progress()
 
     def fail(self, worker_id: str, unit_id: str, error: str) -> None:
         """A worker could not process a unit (bad input): record the error, drop the lease."""
@@ -238,7 +247,8 @@ class Coordinator:
         return {
             "unit": "images" if self.job.is_vision else "tokens",
             "tokens_done": done, "tokens_total": total, "tokens_per_s": rate,
-            "units_done": len(self.snap.fragments), "units_leased": len(self._leases),
+            "units_done": len(self.snap.fragments) + len(self.empty), "units_empty": len(self.empty),
+            "units_leased": len(self._leases),
             "units_left": left if left >= 0 else None, "workers_per_node": per_node,
             "errors": list(self.errors[-20:]), "lease_expirations": self.expired,
             "duplicates_refused": self.duplicates_refused,

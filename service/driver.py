@@ -51,7 +51,9 @@ def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: d
 
     from actlake.schemas.errors import ClusterError
     from actlake.service.preflight import preflight
-    from actlake.service.runner import _clear, ensure_manifest
+    from actlake.service.cluster import stop_actors
+    from actlake.service.runner import _clear, discard_empty_attempt, ensure_manifest, root_exists
+    from actlake.store.commitlog import CommitLog
     from actlake.service.supervisor import Supervisor
 
     from actlake.service.coordinator import check_plan
@@ -71,6 +73,7 @@ def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: d
                      logging_level="WARNING", log_to_driver=True)
         except (ConnectionError, RuntimeError) as e:
             raise ClusterError(f"cannot join the Ray cluster at {address or 'auto'}: {e}") from None
+    root_existed = root_exists(store)
     if pre.replace and existing is None:
         _clear(store)  # an earlier attempt that committed nothing: its location is reused
     sup = Supervisor(job, storage_options, probe, lease_s=lease_s, discover_s=discover_s, log=log)
@@ -82,6 +85,15 @@ def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: d
         manifest.status, manifest.num_rows, manifest.num_fragments = (
             "complete", result["num_rows"], result["num_fragments"])
         write_manifest(store, manifest)
+    except BaseException:
+        sup.stop_workers()
+        if existing is None and not CommitLog(store).snapshot().fragments:
+            stop_actors([coord])  # nothing to resume: the coordinator (even a detached one) goes too
+            discard_empty_attempt(store, root_existed)
+            log(f"nothing was committed; {job.out} was removed")
+        else:
+            log("committed fragments are kept; resubmit the same job to resume")
+        raise
     finally:
         sup.stop_workers()
     if detached:

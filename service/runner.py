@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from actlake.schemas.errors import ClusterError, StoreLocationError
 from actlake.schemas.job import JobSpec
 from actlake.schemas.manifest import Manifest
-from actlake.service.cluster import ensure_ray
+from actlake.service.cluster import ensure_ray, stop_actors
 from actlake.service.preflight import Preflight, check_cluster_device, preflight
 from actlake.store import layout
 from actlake.store.fs import StoreFS, open_store
@@ -42,6 +42,34 @@ def _clear(store: StoreFS) -> None:
     for rel in (layout.FRAGMENTS, layout.COMMITS, layout.MANIFEST):
         if store.exists(rel):
             store.fs.rm(store.path(rel), recursive=True)
+
+
+def root_exists(store: StoreFS) -> bool:
+    """Whether a local store's root directory exists (object stores have no directories: True)."""
+    root = store.backend.local_root
+    return root is None or os.path.isdir(root)
+
+
+def discard_empty_attempt(store: StoreFS, root_existed: bool) -> bool:
+    """After a new job failed (or was interrupted) with its workers stopped: if nothing was committed,
+    delete what the attempt wrote (manifest, empty commit log, uncommitted fragment files, progress
+    file) so no empty dataset is left visible, and the local root directory when this attempt created
+    it.  Returns True if the attempt was discarded, False if committed fragments are kept for resume."""
+    from actlake.service.coordinator import PROGRESS_FILE
+    from actlake.store.commitlog import CommitLog
+
+    if CommitLog(store).snapshot().fragments:
+        return False
+    _clear(store)
+    if store.exists(PROGRESS_FILE):
+        store.delete(PROGRESS_FILE)
+    root = store.backend.local_root
+    if root is not None and not root_existed:
+        try:
+            os.rmdir(root)
+        except OSError:  # not empty (the user's own files) or already gone
+            pass
+    return True
 
 
 def ensure_manifest(job: JobSpec, store: StoreFS, existing: Manifest | None, described: tuple) -> Manifest:
@@ -117,11 +145,16 @@ def run_job(job: JobSpec, address: str | None = None, storage_options: dict | No
     if pre.existing is not None and pre.existing.status == "complete":
         console.print(f"[green]{job.out} is already complete[/] ({pre.existing.num_rows:,} rows); nothing to do")
         return job.out
+    root_existed = root_exists(store)
     started = ensure_ray(address)
     try:
         return _run(job, store, pre, storage_options, console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: committed fragments are kept; re-run the same command to resume")
+    except BaseException as e:
+        kept = pre.existing is not None or not discard_empty_attempt(store, root_existed)
+        if isinstance(e, KeyboardInterrupt):
+            console.print("[yellow]interrupted[/]: " + ("committed fragments are kept; re-run the same command to "
+                                                       "resume" if kept else f"nothing was committed; {job.out} "
+                                                       "was removed"))
         raise
     finally:
         if started:
@@ -132,12 +165,9 @@ def run_job(job: JobSpec, address: str | None = None, storage_options: dict | No
 
 def _run(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | None, console: Console) -> str:
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
 
-    from actlake.service.coordinator import Coordinator
     from actlake.workers.model_worker import ModelWorker
 
-    existing = pre.existing
     n_workers, resources, threads = _plan_workers(job)
     Worker = ray.remote(max_restarts=0)(ModelWorker).options(**resources)
 
@@ -146,6 +176,24 @@ def _run(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | N
         return w, w.describe.remote(pre.probe_image)
 
     workers = [spawn(i) for i in range(n_workers)]
+    actors = [w for w, _ in workers]  # every actor this run starts (stopped if the run fails)
+    try:
+        return _drive(job, store, pre, storage_options, console, workers, actors, spawn)
+    except BaseException:
+        stop_actors(actors)
+        raise
+
+
+def _drive(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | None, console: Console,
+           workers: list, actors: list, spawn: Any) -> str:
+    """The body of ``_run`` once the workers are spawned (``actors`` collects every actor started)."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    from actlake.service.coordinator import Coordinator
+
+    existing = pre.existing
+    n_workers = len(workers)
     try:
         infos, model_info, tok_info = ray.get(workers[0][1])
         ray.get([d for _, d in workers[1:]])
@@ -157,6 +205,7 @@ def _run(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | N
         _clear(store)
     manifest = ensure_manifest(job, store, existing, (infos, model_info, tok_info))
     coord = ray.remote(Coordinator).options(num_cpus=0).remote(job, storage_options)
+    actors.append(coord)
     running = {w.run.remote(coord): (i, w) for i, (w, _) in enumerate(workers)}
     restarts = 0
     total = job.max_images if job.is_vision else job.max_tokens
@@ -184,6 +233,7 @@ def _run(job: JobSpec, store: StoreFS, pre: Preflight, storage_options: dict | N
                                            "re-run to resume") from None
                     console.print(f"[yellow]worker w{i} died[/]; {requeued} unit(s) re-queued, restarting it")
                     nw, d = spawn(i)
+                    actors.append(nw)
                     ray.get(d)
                     running[nw.run.remote(coord)] = (i, nw)
                 except RayTaskError as e:

@@ -200,10 +200,10 @@ class Supervisor:
         return result
 
     def stop_workers(self) -> None:
-        import ray
+        """Kill every model worker of this driver and wait until they are dead (none writes afterwards)."""
+        from actlake.service.cluster import stop_actors
 
-        for actor, _, _ in self.workers.values():
-            ray.kill(actor)
+        stop_actors([actor for actor, _, _ in self.workers.values()])
         self.workers.clear()
 
 

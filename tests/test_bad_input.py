@@ -117,3 +117,25 @@ def test_help_everywhere():
     also runs in-process in tests/test_cli_surface.py."""
     for res in (run("--help", fresh=True), extract_help()):
         assert res.returncode == 0 and "Usage" in res.stdout
+
+
+def _jsonl_bad_at(path, good_before: int, good_after: int, text: str) -> None:
+    import json
+
+    good = json.dumps({"text": text})
+    lines = [good] * good_before + ['{"text": "unterminated'] + [good] * good_after
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_job_failing_before_its_first_commit_leaves_nothing(tmp_path, tiny_gpt2, text_corpus):
+    """A source error found by the workers (not by preflight) before any commit: one error line, and
+    neither a dataset stub nor a directory this run created is left; a directory the user made stays."""
+    text = sorted(text_corpus.iterdir())[0].read_text()[:3000]
+    _jsonl_bad_at(tmp_path / "bad.jsonl", 2, 3, text)
+    res = run(*extract_args(tiny_gpt2, tmp_path / "bad.jsonl", tmp_path / "o"))
+    assert_one_error(res, "bad.jsonl:3", "not valid JSON")
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "mine").mkdir()
+    res = run(*extract_args(tiny_gpt2, tmp_path / "bad.jsonl", tmp_path / "mine"))
+    assert_one_error(res, "bad.jsonl:3")
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())

@@ -89,15 +89,15 @@ class ModelWorker:
             self._tok.model_max_length = 1 << 40  # we cut contexts ourselves
         return self._tok
 
-    def forward(self, unit: TextUnit | ImageUnit | ShardUnit) -> tuple[TextUnit | ImageUnit, dict, Any]:
-        """Tokenize (shard units) and run one unit through the model: (unit, {hook: rows}, provenance)."""
+    def forward(self, unit: TextUnit | ImageUnit | ShardUnit) -> tuple[TextUnit | ImageUnit, dict, Any] | None:
+        """Tokenize (shard units) and run one unit through the model: (unit, {hook: rows}, provenance);
+        None for a shard unit whose slice holds no text (nothing to write or commit)."""
         if self.infos is None:
             raise RuntimeError("describe() must run before process()")
         if isinstance(unit, ShardUnit):
-            shard = unit
-            unit = materialize_shard(shard, self.job, self._tokenizer())
-            if unit is None:
-                raise SourceError(f"{shard.path} [{shard.start}, {shard.stop}): no text in this shard")
+            unit = materialize_shard(unit, self.job, self._tokenizer())
+            if unit is None:  # e.g. a jsonl byte range that starts no line (inside one long document)
+                return None
         if isinstance(unit, TextUnit):
             arrays, prov = extract_text(self.lm, self.hooks, self.infos, unit, self.job)
         else:
@@ -116,9 +116,10 @@ class ModelWorker:
             attempt=attempt, worker=f"{self.worker_id}@{_node_ip()}:{os.getpid()}",
         )
 
-    def process(self, unit: TextUnit | ImageUnit | ShardUnit) -> FragmentRecord:
-        """Forward + write one unit (no pipelining); nothing is committed here."""
-        return self.write(*self.forward(unit))
+    def process(self, unit: TextUnit | ImageUnit | ShardUnit) -> FragmentRecord | None:
+        """Forward + write one unit (no pipelining); nothing is committed here.  None for an empty shard."""
+        item = self.forward(unit)
+        return None if item is None else self.write(*item)
 
     def run(self, coordinator: Any, lease_s: float = 600.0) -> int:
         """Lease → forward → (writer thread) write → commit, until the coordinator has no work.

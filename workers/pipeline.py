@@ -78,6 +78,9 @@ def run_pipelined(worker: Any, coordinator: Any, lease_s: float = 600.0) -> int:
             except BaseException as e:
                 coordinator.fail.remote(worker.worker_id, unit.unit_id, f"{type(e).__name__}: {e}")
                 raise
+            if item is None:  # a shard slice without text: done, nothing to write
+                ray.get(coordinator.done_empty.remote(worker.worker_id, unit.unit_id))
+                continue
             q.put(item)
     finally:
         q.put(None)

@@ -40,3 +40,48 @@ def test_name_is_deterministic_and_max_tokens_needs_stream(ray_local, tiny_gpt2,
     assert coordinator_name(a) != coordinator_name(_job(tiny_gpt2, text_corpus, tmp_path / "c"))
     with pytest.raises(JobSpecError):
         run_cluster_job(_job(tiny_gpt2, text_corpus, tmp_path / "m", max_tokens=100), log=lambda s: None)
+
+
+def test_job_failing_before_its_first_commit_leaves_nothing(ray_local, tiny_gpt2, text_corpus, tmp_path):
+    """A worker's source error before any commit: the error's own type, no dataset stub or directory
+    left, and no coordinator left running (even a detached one: there is nothing to resume)."""
+    import ray
+
+    from actlake.schemas.errors import SourceError
+
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "a short document"}) + '\n{"text": "unterminated\n')
+    job = _job(tiny_gpt2, tmp_path / "bad.jsonl", tmp_path / "o")
+    lines: list[str] = []
+    with pytest.raises(SourceError, match="not valid JSON"):
+        run_cluster_job(job, detached=True, log=lines.append)
+    assert not (tmp_path / "o").exists()
+    assert any("nothing was committed" in line for line in lines), lines
+    with pytest.raises(ValueError):
+        ray.get_actor(coordinator_name(job), namespace="actlake")
+
+
+def test_byte_ranges_inside_one_long_line_are_empty_units(ray_local, tiny_gpt2, text_corpus, tmp_path):
+    """jsonl byte ranges that start no line (inside a long document) are units without text: done with
+    nothing committed, not an error; every document is still extracted exactly once."""
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from actlake import open_dataset
+
+    texts = [p.read_text()[:4000] for p in sorted(text_corpus.iterdir())[:3]]
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "o"
+    job = _job(tiny_gpt2, tmp_path / "long.jsonl", out)  # fragment_tokens 64: byte ranges far shorter than a line
+    run_cluster_job(job, log=lambda s: None)
+    status = json.loads((out / "_progress.json").read_text())
+    ds = open_dataset(str(out))
+    assert status["state"] == "done" and status["units_empty"] > 0
+    assert status["units_done"] == len(ds.snapshot.fragments) + status["units_empty"]
+    prov = ds.provenance(range(ds.num_rows)).to_pydict()
+    pairs = list(zip(prov["doc_id"], prov["doc_pos"], strict=True))
+    assert len(set(pairs)) == len(pairs)  # nothing twice
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
+    per_doc = sorted(Counter(prov["doc_id"]).items())
+    # every token once, plus the EOS the packer appends after each document
+    assert [n for _, n in per_doc] == [len(tok(t)["input_ids"]) + 1 for t in texts]
