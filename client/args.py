@@ -10,6 +10,8 @@ import numbers
 import sys
 from typing import Any
 
+from actlake.schemas.errors import ArgumentError
+
 
 def whole_number(name: str, value: Any, minimum: int | None = None) -> int:
     """``value`` as a Python int.
@@ -20,20 +22,21 @@ def whole_number(name: str, value: Any, minimum: int | None = None) -> int:
         minimum: the smallest value allowed (None: any).
 
     Raises:
-        ValueError: a bool, a fraction, inf/NaN, a non-number, or a value below ``minimum``."""
+        ArgumentError (a ValueError): a bool, a fraction, inf/NaN, a non-number, or a value below
+            ``minimum``."""
     tmod = sys.modules.get("torch")  # a tensor argument means torch is loaded: never load it for this
     if tmod is not None and isinstance(value, tmod.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
+        raise ArgumentError(f"{name} must be a whole number, got {value!r}")
     if not isinstance(value, numbers.Integral):
         f = float(value)
         if not f.is_integer():  # also False for inf and NaN
-            raise ValueError(f"{name} must be a whole number, got {value!r}")
+            raise ArgumentError(f"{name} must be a whole number, got {value!r}")
         value = int(f)
     out = int(value)
     if minimum is not None and out < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+        raise ArgumentError(f"{name} must be >= {minimum}, got {out}")
     return out
 
 

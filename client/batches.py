@@ -24,7 +24,7 @@ from actlake.client.buffers import OutputPool, WindowBuffers
 from actlake.client.filters import RowFilter
 from actlake.client.runtime import StreamRuntime
 from actlake.client.windows import DirectWindow, StagedWindow, Window, raise_open_file_limit
-from actlake.schemas.errors import StreamStateError
+from actlake.schemas.errors import ArgumentError, StreamStateError
 from actlake.store.dtypes import STORAGE, storage_to_tensor
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class BatchStream:
     cut), ``buffer_rows`` the shuffle window, ``prefetch`` the windows read ahead.  The layout, hence
     the order, never depends on the backend, the read path, the codecs or ``verify_reads``.
 
-    Raises ValueError for a ``batch_size``, ``seed``, ``epoch``, ``rank``, ``world_size``,
+    Raises ArgumentError (a ValueError) for a ``batch_size``, ``seed``, ``epoch``, ``rank``, ``world_size``,
     ``buffer_rows`` or ``block_rows`` that is not a whole number (or out of range)."""
 
     def __init__(self, ds: ActivationDataset, batch_size: int, hooks: list[str] | str | None = None,
@@ -69,7 +69,7 @@ class BatchStream:
         buffer_rows = None if buffer_rows is None else whole_number("buffer_rows", buffer_rows, 1)
         block_rows = None if block_rows is None else whole_number("block_rows", block_rows, 1)
         if world_size <= 0 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+            raise ArgumentError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         self.ds = ds
         self.hooks = ds.access.check_hooks(hooks)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch

@@ -11,7 +11,7 @@ import pyarrow as pa
 from actlake.client.access import SnapshotAccess
 from actlake.client.args import seed_words, whole_number
 from actlake.client.filters import RowFilter
-from actlake.schemas.errors import NotADatasetError, RowIdError
+from actlake.schemas.errors import ArgumentError, NotADatasetError, RowIdError
 from actlake.schemas.manifest import Manifest
 from actlake.store.commitlog import Snapshot
 from actlake.store.dtypes import STORAGE, storage_to_tensor
@@ -206,14 +206,15 @@ class ActivationDataset:
         scattered read.
 
         Raises:
-            ValueError: ``n`` outside [1, rows available]; ``n`` or ``seed`` not a whole number."""
+            ArgumentError (a ValueError): ``n`` outside [1, rows available]; ``n`` or ``seed`` not a whole
+                number."""
         flt = RowFilter.model_validate(filter) if isinstance(filter, dict) else filter
         n, seed = whole_number("n", n), whole_number("seed", seed)
         rng = np.random.default_rng([seed_words(seed), 0x5A3E1E])
         if flt is None:
             total = self.num_rows
             if not 0 < n <= total:
-                raise ValueError(f"n must be in [1, {total}], got {n}")
+                raise ArgumentError(f"n must be in [1, {total}], got {n}")
             ids = rng.choice(total, size=n, replace=False).astype(np.int64)
         else:
             ids = self._sample_filtered(n, rng, flt)
@@ -229,7 +230,7 @@ class ActivationDataset:
         kept = np.array([int(self.access.filter_mask(f, flt).sum()) for f in range(len(rows))], dtype=np.int64)
         total = int(kept.sum())
         if not 0 < n <= total:
-            raise ValueError(f"n must be in [1, {total}] (rows passing the filter), got {n}")
+            raise ArgumentError(f"n must be in [1, {total}] (rows passing the filter), got {n}")
         picks = rng.choice(total, size=n, replace=False).astype(np.int64)  # k-th kept row overall
         cum = np.concatenate([[0], np.cumsum(kept)])
         frag = np.searchsorted(cum, picks, side="right") - 1

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from actlake.schemas.errors import StreamStateError
+from actlake.schemas.errors import ArgumentError, StreamStateError
 
 
 class JoinedBatches:
@@ -22,7 +22,7 @@ class JoinedBatches:
                  rank: int, world_size: int, drop_last: bool, with_provenance: bool, block_rows: int,
                  window_blocks: int):
         if batch_size <= 0 or not 0 <= rank < world_size:
-            raise ValueError("batch_size must be > 0 and 0 <= rank < world_size; "
+            raise ArgumentError("batch_size must be > 0 and 0 <= rank < world_size; "
                              f"got {batch_size}, {rank}, {world_size}")
         self.j, self.batch_size, self.hooks = joined, batch_size, hooks
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch

@@ -27,7 +27,8 @@ from actlake.store.dtypes import STORAGE, TORCH
 if TYPE_CHECKING:
     from actlake.client.remote import RemoteDataset
 
-_TYPED = {c.__name__: c for c in (E.HookError, E.RowIdError, E.StreamStateError, E.QueryError, E.JobSpecError)}
+_TYPED = {c.__name__: c for c in (E.HookError, E.RowIdError, E.StreamStateError, E.QueryError, E.JobSpecError,
+                                  E.ArgumentError)}
 _TYPED.update(KeyError=E.HookError, IndexError=E.RowIdError)
 
 

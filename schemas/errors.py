@@ -91,6 +91,11 @@ class StreamStateError(ActlakeError, ValueError):
     """A ``state_dict`` that does not belong to the stream it is loaded into."""
 
 
+class ArgumentError(ActlakeError, ValueError):
+    """An argument of the read API that cannot run (a fraction where a whole number is meant, a
+    batch size below 1, a rank outside [0, world_size), a sample larger than the dataset)."""
+
+
 class RowIdError(ActlakeError, IndexError):
     """A row id that is out of range or not an integer."""
 

@@ -10,7 +10,7 @@ import torch
 from stores import make_store
 
 import actlake
-from actlake.schemas.errors import RowIdError, StreamStateError
+from actlake.schemas.errors import ActlakeError, ArgumentError, RowIdError, StreamStateError
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,18 @@ def _ids(ds, **kw) -> np.ndarray:
                                 {"seed": "1"}, {"epoch": True}, {"block_rows": 0}, {"buffer_rows": 2.5},
                                 {"seed": float("nan")}])
 def test_fractional_stream_arguments_are_refused(ds, kw):
-    with pytest.raises(ValueError, match=next(iter(kw))):
+    with pytest.raises(ArgumentError, match=next(iter(kw))) as e:
         ds.batches(16, **kw)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, ActlakeError)  # one typed, user-facing error
+
+
+def test_out_of_range_arguments_are_typed(ds):
+    with pytest.raises(ArgumentError, match="rank"):
+        ds.batches(16, rank=2, world_size=2)
+    with pytest.raises(ArgumentError, match="n must be in"):
+        ds.sample(ds.num_rows + 1)
+    with pytest.raises(ArgumentError, match="n must be in"):
+        ds.sample(-1)
 
 
 def test_batch_size_and_sample_arguments(ds):
