@@ -118,11 +118,30 @@ def _plain(table):
     for name in table.column_names:
         c = table.column(name)
         if pa.types.is_fixed_size_list(c.type) or pa.types.is_list(c.type):
-            c = pa.array([json.dumps([round(float(v), 6) for v in row]) for row in c.to_pylist()], pa.string())
+            whole = pa.types.is_integer(c.type.value_type)  # counts stay integers
+            c = pa.array([json.dumps(row if whole else [round(float(v), 6) for v in row]) for row in c.to_pylist()],
+                         pa.string())
         elif pa.types.is_dictionary(c.type):
             c = c.cast(pa.string())
         cols[name] = c
     return pa.table(cols)
+
+
+def _decoded(table):
+    """``table`` with dictionary columns as plain strings (lists stay lists: for JSON)."""
+    import pyarrow as pa
+
+    return pa.table({name: c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c
+                     for name, c in zip(table.column_names, table.columns, strict=True)})
+
+
+def _finite(v: Any) -> Any:
+    """NaN / ±inf → None (strict JSON), inside lists too."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
 
 
 def _write(table, path: Optional[str]) -> None:
@@ -140,8 +159,8 @@ def _write(table, path: Optional[str]) -> None:
             pcsv.write_csv(_plain(table), tmp)
         else:
             with open(tmp, "w") as f:  # strict JSON: NaN / ±inf (a constant unit's correlation) become null
-                json.dump([{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-                           for row in _plain(table).to_pylist()], f, allow_nan=False)
+                json.dump([{k: _finite(v) for k, v in row.items()} for row in _decoded(table).to_pylist()], f,
+                          allow_nan=False)
 
     write_atomically(path, write)
     err.print(f"wrote {table.num_rows:,} rows to {path}")
@@ -229,9 +248,12 @@ def intervals(uri: str = URI, hook: str = HOOK, unit: Optional[int] = typer.Opti
     _write(table, out_path)
 
 
-def stats_table(res: dict, by: Optional[str], units: Optional[list[int]] = None):
+def stats_table(res: dict, by: Optional[str], units: Optional[list[int]] = None, full: bool = False):
     """Per-unit (and per-group) stats dict → one table row per (group, unit); ``units``: the unit
-    numbers the result's columns stand for (default 0..C-1)."""
+    numbers the result's columns stand for (default 0..C-1).  ``full`` (the ``--out`` file) adds
+    ``active`` (values > threshold), the histogram as list columns ``hist`` (counts) and
+    ``hist_edges`` (the shared bin edges), and the per-row summaries of the group
+    (``row_norm_*``, ``row_kurtosis_*``: mean, var, min, max; the same on each row of a group)."""
     import numpy as np
     import pyarrow as pa
 
@@ -241,12 +263,23 @@ def stats_table(res: dict, by: Optional[str], units: Optional[list[int]] = None)
         n = len(r["mean"])
         cols: dict[str, Any] = {} if by is None else {by: pa.array([str(g)] * n)}
         cols["unit"] = pa.array(np.asarray(units, np.int64) if units is not None else np.arange(n))
-        for key in ("count", "mean", "var", "skew", "kurtosis", "min", "max", "density"):
-            cols[key] = pa.array(np.asarray(r[key]))
+        for key in ("count", "mean", "var", "skew", "kurtosis", "min", "max", "density") + (("active",) if full else ()):
+            if key in r:
+                cols[key] = pa.array(np.asarray(r[key]))
         if "hist" in r:
-            cols["hist"] = pa.array([json.dumps(h.tolist()) for h in r["hist"]], pa.string())
+            if full:
+                cols["hist"] = pa.array([h.tolist() for h in np.asarray(r["hist"], np.int64)], pa.list_(pa.int64()))
+                edges = np.asarray(r["hist_edges"], np.float64).tolist()
+                cols["hist_edges"] = pa.array([edges] * n, pa.list_(pa.float64()))
+            else:
+                cols["hist"] = pa.array([json.dumps(h.tolist()) for h in r["hist"]], pa.string())
+        for name in ("row_norm", "row_kurtosis"):
+            if full and isinstance(r.get(name), dict):
+                for stat in ("mean", "var", "min", "max"):
+                    if stat in r[name]:
+                        cols[f"{name}_{stat}"] = pa.array([float(r[name][stat])] * n, pa.float64())
         parts.append(pa.table(cols))
-    return pa.concat_tables(parts)
+    return pa.concat_tables(parts, promote_options="default")
 
 
 @app.command()
@@ -267,14 +300,14 @@ def stats(uri: str = URI, hook: str = HOOK,
     res = _run("stats", ds.query.stats, hook=hook, by=by, threshold=threshold, unit=units,
                histogram_bins=histogram_bins, address=address, tasks=tasks)
     by_col = None if by is None else "group"
-    table = stats_table(res, by_col, units)
-    _show(table, f"statistics of {hook}")
+    _show(stats_table(res, by_col, units), f"statistics of {hook}")
     rows = res if by is None else next(iter(res.values()), {})
     for name in ("row_norm", "row_kurtosis"):
         if by is None and name in rows:
             s = rows[name]
             out.print(f"{name}: mean {s['mean']:.6g}, var {s['var']:.6g}, min {s['min']:.6g}, max {s['max']:.6g}")
-    _write(table, out_path)
+    if out_path is not None:
+        _write(stats_table(res, by_col, units, full=True), out_path)
 
 
 @app.command()

@@ -51,6 +51,25 @@ def test_topk_sae_and_stats_out_files_equal_python(store, tmp_path):
     np.testing.assert_allclose([json.loads(v) for v in f.column("w").to_pylist()], x[[3, 1], :4] * 2, rtol=1e-5)
 
 
+def test_stats_out_files_hold_histograms_and_row_summaries(store, tmp_path):
+    """The --out file of `query stats` keeps what the console table folds: histogram counts and the
+    shared edges as lists (JSON strings in CSV), values above the threshold, and the row summaries."""
+    uri, x = store
+    ref = actlake.open_dataset(uri).query.stats("h", histogram_bins=5)
+    r = _cli("stats", uri, "--hook", "h", "--histogram-bins", "5", "--out", str(tmp_path / "s.parquet"))
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(tmp_path / "s.parquet").to_pydict()
+    assert np.array_equal(np.array(t["hist"]), ref["hist"]) and np.array(t["hist"]).sum() == x.size
+    np.testing.assert_array_equal(t["hist_edges"][0], ref["hist_edges"])
+    np.testing.assert_array_equal(t["active"], ref["active"])
+    assert t["row_kurtosis_mean"][0] == pytest.approx(ref["row_kurtosis"]["mean"])
+    assert t["row_norm_max"][-1] == pytest.approx(ref["row_norm"]["max"])
+    r = _cli("stats", uri, "--hook", "h", "--histogram-bins", "5", "--out", str(tmp_path / "s.csv"))
+    assert r.returncode == 0, r.stderr
+    c = pcsv.read_csv(tmp_path / "s.csv")
+    assert [json.loads(v) for v in c.column("hist").to_pylist()] == ref["hist"].tolist()  # whole counts
+
+
 def test_bad_query_is_one_error_line(store, tmp_path):
     uri, _ = store
     r = _cli("bottomk", uri, "--hook", "h", "--unit", "99", "--out", str(tmp_path / "b.parquet"))
