@@ -131,12 +131,28 @@ def _qkv_taps(modules: dict, root: str, which: str) -> tuple[Tap, Callable[[torc
 
 
 def _apply_rotary(attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, pe) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, H, hd) q/k → rotated, with the modeling module's own ``apply_rotary_pos_emb``."""
+    """(B, T, H, hd) q/k → rotated, with the modeling module's own ``apply_rotary_pos_emb``.
+
+    Partial rotary (Phi, GPT-NeoX ``rotary_pct``: ``cos`` narrower than a head) turns only the first
+    ``cos.shape[-1]`` dims of each head and passes the rest through, as those models do.
+    Raises HookError when the module's rotary function cannot be applied this way (GPT-J's takes
+    other arguments): the kinds before rotary (``:q``, ``:k``) still work there."""
     fn = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb", None)
-    if fn is None or pe is None:
-        raise HookError(f"{type(attn).__name__} applies no rotary embedding")
+    if fn is None or not isinstance(pe, (tuple, list)) or len(pe) != 2:
+        raise HookError(f"{type(attn).__name__} applies no rotary embedding actlake can reproduce; "
+                        "use :q / :k (before rotary)")
     cos, sin = pe
-    qr, kr = fn(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+    qt, kt = q.transpose(1, 2), k.transpose(1, 2)
+    rd = int(cos.shape[-1])
+    try:
+        if rd < qt.shape[-1]:
+            qr, kr = fn(qt[..., :rd], kt[..., :rd], cos, sin)
+            qr, kr = torch.cat([qr, qt[..., rd:]], dim=-1), torch.cat([kr, kt[..., rd:]], dim=-1)
+        else:
+            qr, kr = fn(qt, kt, cos, sin)
+    except (TypeError, RuntimeError, ValueError) as e:
+        raise HookError(f"{type(attn).__name__}: its rotary embedding cannot be applied outside the model "
+                        f"({str(e).splitlines()[0][:120]}); use :q / :k (before rotary)") from None
     return qr.transpose(1, 2), kr.transpose(1, 2)
 
 

@@ -243,7 +243,14 @@ class Capture:
                         raise HookError(f"hook {h.name}: module {h.module_name} got no positional input")
                     t = first_tensor(vals[0])
                 else:
-                    t = h.plan.combine(vals)
+                    try:
+                        t = h.plan.combine(vals)
+                    except HookError:
+                        raise
+                    except (RuntimeError, TypeError, ValueError, IndexError, AttributeError) as e:
+                        # a named kind whose recipe does not fit this architecture (head layout, ...)
+                        raise HookError(f"hook {h.name}: :{h.kind} cannot be computed for "
+                                        f"{type(self.model).__name__} ({str(e).splitlines()[0][:160]})") from None
                     if is_key_axis(h.kind):
                         t = pad_keys(t, h.plan.meta.get("key_len"))
                 per_call.append(t.detach())

@@ -172,3 +172,36 @@ def test_smollm2_projections_mlp_norms_logits():
     assert torch.equal(got[f"{L}.input_layernorm:input"], ref[f"{L}.input_layernorm:input"])
     assert torch.equal(got["ln_final.hook_normalized"], ref["model.norm"])
     assert torch.allclose(got["logits"], ref["result"].logits, atol=1e-5)
+
+
+def test_partial_rotary_scores_and_unreproducible_rotary_is_refused():
+    """Phi turns only the first partial_rotary_factor · head_dim dims of each head: :scores must match the
+    model's own attention; GPT-J's rotary function takes other arguments: its rotary kinds are refused
+    with a HookError (never a raw TypeError) and left out of the catalog, while :q / :k still work."""
+    from transformers import GPTJConfig, GPTJForCausalLM, PhiConfig, PhiForCausalLM
+
+    from actlake.schemas.errors import HookError
+    from actlake.workers.hook_catalog import catalog
+
+    torch.manual_seed(0)
+    phi = PhiForCausalLM(PhiConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=128, max_position_embeddings=64,
+                                   partial_rotary_factor=0.5)).eval()
+    ids = torch.randint(0, 100, (1, 9))
+    A = "model.layers.1.self_attn"
+    got = capture(phi, [f"{A}:scores", f"{A}:q", f"{A}:q_rot"], key_len=9, input_ids=ids)
+    ref = direct(phi, [f"{A}.q_proj"], input_ids=ids)
+    causal = torch.triu(torch.full((9, 9), float("-inf")), 1)[None, :, None]
+    assert torch.allclose(torch.softmax(got[f"{A}:scores"] + causal, -1), ref["attentions"][1].transpose(1, 2),
+                          atol=1e-5)
+    assert torch.allclose(got[f"{A}:q"], heads(ref[f"{A}.q_proj"], 16), atol=1e-6)  # sdpa vs eager upstream
+    assert torch.equal(got[f"{A}:q_rot"][..., 8:], got[f"{A}:q"][..., 8:])  # the unrotated half passes through
+    assert not torch.equal(got[f"{A}:q_rot"][..., :8], got[f"{A}:q"][..., :8])
+
+    gptj = GPTJForCausalLM(GPTJConfig(vocab_size=100, n_embd=64, n_layer=1, n_head=4, n_positions=64,
+                                      rotary_dim=8)).eval()
+    G = "transformer.h.0.attn"
+    with pytest.raises(HookError, match="rotary"):
+        capture(gptj, [f"{G}:scores"], key_len=9, input_ids=ids)
+    names = {r.name for r in catalog(gptj, vision=False, key_len=9)}
+    assert f"{G}:q" in names and f"{G}:scores" not in names and f"{G}:q_rot" not in names
