@@ -13,7 +13,7 @@ from actlake.schemas.errors import HookError
 from actlake.schemas.hooks import HookSpec
 from actlake.workers.hook_aliases import alias_table
 from actlake.workers.hook_kinds import ATTN_MARKERS, is_activation
-from actlake.workers.hooks import Capture, resolve_hooks, row_layout
+from actlake.workers.hooks import Capture, resolve_hooks, row_layout, unflatten_tokens
 
 
 @dataclass
@@ -69,6 +69,7 @@ def _module_rows(model: torch.nn.Module, inputs: dict, vision: bool) -> list[Hoo
     rows = []
     for name, (calls, x, y) in seen.items():
         for suffix, t in (("", y), (":input", x)):
+            t = unflatten_tokens(t, inputs)
             if not isinstance(t, torch.Tensor) or t.dim() < 3 or t.shape[0] != B or (T and t.shape[1] != T):
                 continue
             if vision and t.dim() == 4:

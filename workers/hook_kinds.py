@@ -10,6 +10,7 @@ transformers 5 all resolve through the same rules.  Per-head splits use the atte
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -94,10 +95,15 @@ def head_dim(attn: torch.nn.Module, cfg) -> int:
     return hidden // heads
 
 
+_ACT_CLASS = re.compile(r"(gelu|relu|silu|swish|mish|tanh|sigmoid|softplus|elu|activation)$", re.IGNORECASE)
+
+
 def is_activation(name: str, mod: torch.nn.Module) -> bool:
+    """A leaf module that is a nonlinearity: named like one (``act_fn``, ``act``, ...) or of a class
+    named like one (``GELUActivation``, ``nn.SiLU``, BLOOM's ``BloomGelu`` behind ``gelu_impl``)."""
     leaf = name.rsplit(".", 1)[-1]
     cls = type(mod).__name__
-    return (leaf in ACT_NAMES or cls.endswith("Activation")) and not list(mod.children())
+    return (leaf in ACT_NAMES or bool(_ACT_CLASS.search(cls))) and not list(mod.children())
 
 
 def find_activation(modules: dict, root: str) -> str:

@@ -253,7 +253,7 @@ class Capture:
                                         f"{type(self.model).__name__} ({str(e).splitlines()[0][:160]})") from None
                     if is_key_axis(h.kind):
                         t = pad_keys(t, h.plan.meta.get("key_len"))
-                per_call.append(t.detach())
+                per_call.append(unflatten_tokens(t, inputs).detach())
             self.out[h.name] = per_call[0] if h.call != "all" else torch.stack(per_call, dim=2)
         return self.out
 
@@ -261,6 +261,17 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+def unflatten_tokens(t: torch.Tensor, inputs: dict) -> torch.Tensor:
+    """(B·T, F) → (B, T, F) for text models that flatten the token axes inside a block (OPT runs its
+    MLP on ``hidden_states.reshape(-1, d)``, row-major over (batch, position)); anything else as is."""
+    ids = inputs.get("input_ids")
+    if isinstance(t, torch.Tensor) and t.dim() == 2 and isinstance(ids, torch.Tensor) and ids.dim() == 2:
+        b, n = ids.shape
+        if b * n == t.shape[0] and n > 1:
+            return t.reshape(b, n, t.shape[1])
+    return t
 
 
 HEAD_KINDS = frozenset({"q", "k", "v", "q_rot", "k_rot", "z", "scores", "probs"})

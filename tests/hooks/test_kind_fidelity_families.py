@@ -205,3 +205,39 @@ def test_partial_rotary_scores_and_unreproducible_rotary_is_refused():
         capture(gptj, [f"{G}:scores"], key_len=9, input_ids=ids)
     names = {r.name for r in catalog(gptj, vision=False, key_len=9)}
     assert f"{G}:q" in names and f"{G}:scores" not in names and f"{G}:q_rot" not in names
+
+
+def test_opt_mlp_rows_are_unflattened_tokens():
+    """OPT runs its MLP on (batch·position, d): fc1 and the MLP pre/post activations are stored as
+    (batch, position, F) token rows equal to the model's own values, and listed by the catalog."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from actlake.workers.hook_catalog import catalog
+
+    torch.manual_seed(0)
+    opt = OPTForCausalLM(OPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                   ffn_dim=48, max_position_embeddings=64, word_embed_proj_dim=32)).eval()
+    ids = torch.randint(0, 100, (2, 7))
+    L = "model.decoder.layers.0"
+    got = capture(opt, ["blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post", f"{L}.fc1"], input_ids=ids)
+    ref = direct(opt, [f"{L}.activation_fn:input", f"{L}.activation_fn", f"{L}.fc1"], attentions=False, input_ids=ids)
+    assert got["blocks.0.mlp.hook_pre"].shape == (2, 7, 48)
+    assert torch.equal(got["blocks.0.mlp.hook_pre"], ref[f"{L}.activation_fn:input"].reshape(2, 7, 48))
+    assert torch.equal(got["blocks.0.mlp.hook_post"], ref[f"{L}.activation_fn"].reshape(2, 7, 48))
+    assert torch.equal(got[f"{L}.fc1"][1, 3], ref[f"{L}.fc1"][7 + 3])  # batch 1, position 3
+    rows = {r.name: r.shape for r in catalog(opt, vision=False)}
+    assert rows[f"{L}.fc1"] == [48] and rows["blocks.0.mlp.hook_post"] == [48]
+
+
+def test_bloom_activation_found_by_its_class():
+    """BLOOM's MLP nonlinearity is ``gelu_impl`` (class ``BloomGelu``): :pre / :post find it by class."""
+    from transformers import BloomConfig, BloomForCausalLM
+
+    torch.manual_seed(0)
+    bloom = BloomForCausalLM(BloomConfig(vocab_size=100, hidden_size=32, n_layer=1, n_head=4)).eval()
+    ids = torch.randint(0, 100, (1, 6))
+    M = "transformer.h.0.mlp"
+    got = capture(bloom, [f"{M}:pre", f"{M}:post"], input_ids=ids)
+    ref = direct(bloom, [f"{M}.gelu_impl:input", f"{M}.gelu_impl"], attentions=False, input_ids=ids)
+    assert torch.equal(got[f"{M}:pre"], ref[f"{M}.gelu_impl:input"]) and (got[f"{M}:pre"] < 0).any()
+    assert torch.equal(got[f"{M}:post"], ref[f"{M}.gelu_impl"])
