@@ -42,7 +42,8 @@ def test_parquet_row_groups_and_text_files(tmp_path, text_corpus):
     t = pa.table({"text": [f"row {i}" for i in range(100)]})
     pq.write_table(t, tmp_path / "p.parquet", row_group_size=10)
     spec = SourceSpec(type="parquet", path=str(tmp_path / "p.parquet"))
-    units = list(plan_shards(spec, 5))
+    group_bytes = pq.ParquetFile(tmp_path / "p.parquet").metadata.row_group(0).total_byte_size
+    units = list(plan_shards(spec, max(1, group_bytes // 8)))  # target = group/2: one group per unit
     assert len(units) == 10 and all(u.kind == "rowgroup" for u in units)
     assert [d.text for d in _docs(spec, units)] == t.column("text").to_pylist()
     spec = SourceSpec(type="text", path=str(text_corpus))
@@ -58,3 +59,35 @@ def test_bad_lines_and_image_sources_raise_typed_errors(tmp_path):
         _docs(spec, plan_shards(spec, 1000))
     with pytest.raises(SourceError):
         list(plan_shards(SourceSpec(type="images", path=str(tmp_path)), 10))
+
+
+def test_large_parquet_row_groups_are_split_into_row_slices(tmp_path):
+    """A row group far larger than a unit (pyarrow's default is 1 Mi rows per group) is cut into row
+    slices read batch by batch, so no unit holds a whole large group; small groups around it still
+    form runs; every row comes once, in order, with its row number and label."""
+    from actlake.workers.plan import SPLIT_ROW_GROUP
+
+    texts = [f"document number {i} " + "word " * (i % 7) for i in range(9000)]
+    labels = [None if i % 5 == 0 else f"l{i % 3}" for i in range(9000)]
+    t = pa.table({"text": texts, "label": labels})
+    with pq.ParquetWriter(tmp_path / "p.parquet", t.schema) as w:
+        w.write_table(t.slice(0, 40), row_group_size=40)       # small group
+        w.write_table(t.slice(40, 8920), row_group_size=8920)  # one large group
+        w.write_table(t.slice(8960, 40), row_group_size=40)    # small group
+    md = pq.ParquetFile(tmp_path / "p.parquet").metadata
+    big = md.row_group(1).total_byte_size
+    fragment_tokens = int(big / 4 / 10)  # target = big / 10 bytes: the big group is split in ~10
+    assert big > SPLIT_ROW_GROUP * fragment_tokens * 4
+    spec = SourceSpec(type="parquet", path=str(tmp_path / "p.parquet"), label_field="label")
+    units = list(plan_shards(spec, fragment_tokens))
+    kinds = [u.kind for u in units]
+    assert kinds[0] == "rowgroup" and kinds[-1] == "rowgroup" and 8 <= kinds.count("rows") <= 12
+    rows = [u for u in units if u.kind == "rows"]
+    assert rows[0].start == 40 and rows[-1].stop == 8960
+    assert all(a.stop == b.start for a, b in zip(rows, rows[1:], strict=False))
+    docs = _docs(spec, units)
+    assert [d.text for d in docs] == texts
+    if hasattr(docs[0], "index"):
+        assert [d.index for d in docs] == list(range(9000))
+    assert [d.label for d in docs] == labels
+    assert len({d.doc_id for d in docs}) == 9000

@@ -9,7 +9,10 @@ Shards (deterministic: sorted file order, fixed split points):
 - ``lines``: a byte range ``[start, stop)`` of a jsonl file; a line belongs to the range holding its
   first byte (the Hadoop ``LineRecordReader`` convention), so ranges need no alignment at plan time;
   gzip files are not splittable and form one range;
-- ``rowgroup``: parquet row groups ``[start, stop)`` of one file.
+- ``rowgroup``: parquet row groups ``[start, stop)`` of one file;
+- ``rows``: rows ``[start, stop)`` (numbered in the file) of one parquet row group larger than
+  ``SPLIT_ROW_GROUP`` units (pyarrow writes row groups of up to 1 Mi rows by default: one such group
+  as one unit would hold all its activations in a worker's memory at once).
 
 Identifiers stay globally unique and deterministic without any global scan: unit ``i`` numbers its
 documents ``(i << DOC_BITS) + k`` and its contexts ``(i << CONTEXT_BITS) + j`` (k, j: ordinals inside
@@ -30,6 +33,7 @@ from actlake.workers.sources import Doc, warn_null_texts
 DOC_BITS = 32  # documents per unit < 2**32
 CONTEXT_BITS = 24  # contexts per unit < 2**24
 BYTES_PER_TOKEN = 4.0  # plan-time estimate for text (only sizes units and the ETA)
+SPLIT_ROW_GROUP = 4  # a parquet row group above this many target unit sizes is split into row slices
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +43,9 @@ class ShardUnit:
     Attributes:
         index: unit ordinal in the plan (0..units-1); the unit id is ``u{index:09d}``.
         path: the source file.
-        kind: ``file`` | ``lines`` | ``rowgroup``.
-        start, stop: byte range (``lines``), row-group range (``rowgroup``), or ``0, size`` (``file``).
+        kind: ``file`` | ``lines`` | ``rowgroup`` | ``rows``.
+        start, stop: byte range (``lines``), row-group range (``rowgroup``), row range in the file
+            inside one row group (``rows``), or ``0, size`` (``file``).
         est_tokens: planned token count (bytes / BYTES_PER_TOKEN, or parquet bytes), for sizing and ETA.
     """
 
@@ -101,12 +106,25 @@ def plan_shards(spec: SourceSpec, fragment_tokens: int, files: list[tuple[str, i
             import pyarrow.parquet as pq
 
             md = pq.ParquetFile(path).metadata
-            g0, acc = 0, 0
+            g0, acc, row0 = 0, 0, 0
             for g in range(md.num_row_groups):
-                acc += md.row_group(g).total_byte_size
-                if acc >= target or g == md.num_row_groups - 1:
-                    yield ShardUnit(i, path, "rowgroup", g0, g + 1, int(acc / BYTES_PER_TOKEN))
-                    i, g0, acc = i + 1, g + 1, 0
+                size, rows = md.row_group(g).total_byte_size, md.row_group(g).num_rows
+                if size > SPLIT_ROW_GROUP * target and rows > 1:
+                    if g > g0:  # the run of smaller groups before it
+                        yield ShardUnit(i, path, "rowgroup", g0, g, int(acc / BYTES_PER_TOKEN))
+                        i += 1
+                    k = min(rows, -(-size // target))
+                    for a, b in zip(range(k), range(1, k + 1), strict=True):
+                        lo, hi = row0 + rows * a // k, row0 + rows * b // k
+                        yield ShardUnit(i, path, "rows", lo, hi, int(size * (hi - lo) / rows / BYTES_PER_TOKEN))
+                        i += 1
+                    g0, acc = g + 1, 0
+                else:
+                    acc += size
+                    if acc >= target or g == md.num_row_groups - 1:
+                        yield ShardUnit(i, path, "rowgroup", g0, g + 1, int(acc / BYTES_PER_TOKEN))
+                        i, g0, acc = i + 1, g + 1, 0
+                row0 += rows
         elif spec.type == "jsonl" and not path.endswith(".gz") and size > target:
             for start in range(0, size, target):
                 stop = min(size, start + target)
@@ -230,6 +248,32 @@ def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
             d = doc(text, None if labels is None or labels[n] is None else str(labels[n]), row0 + n)
             if d is not None:
                 yield d
+    elif unit.kind == "rows":  # a slice of one large row group, decoded batch by batch (bounded memory)
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(unit.path)
+        if spec.text_field not in pf.schema_arrow.names:
+            raise SourceError(f"{unit.path}: no column {spec.text_field!r} (has {pf.schema_arrow.names})")
+        g, at = 0, 0
+        while g < pf.metadata.num_row_groups and at + pf.metadata.row_group(g).num_rows <= unit.start:
+            at += pf.metadata.row_group(g).num_rows
+            g += 1
+        cols = [spec.text_field] + ([spec.label_field] if spec.label_field else [])
+        for batch in pf.iter_batches(batch_size=4096, row_groups=[g], columns=cols):
+            n = batch.num_rows
+            lo, hi = max(unit.start - at, 0), min(unit.stop - at, n)
+            if hi > lo:
+                part = batch.slice(lo, hi - lo).to_pydict()
+                labels = part.get(spec.label_field) if spec.label_field else None
+                for m, t in enumerate(part[spec.text_field]):
+                    row = at + lo + m
+                    text = _text_value(t, f"{unit.path}: row {row}")
+                    d = doc(text, None if labels is None or labels[m] is None else str(labels[m]), row)
+                    if d is not None:
+                        yield d
+            at += n
+            if at >= unit.stop:
+                break
     else:
         raise JobSpecError(f"unknown shard kind {unit.kind!r}")
     if nulls:
