@@ -26,7 +26,7 @@ from actlake.schemas.fragment import FragmentRecord
 from actlake.schemas.job import JobSpec
 from actlake.store.commitlog import CommitLog
 from actlake.store.fs import open_store
-from actlake.workers.plan import ShardUnit, plan_shards
+from actlake.workers.plan import LineNumbers, ShardUnit, plan_shards
 from actlake.workers.sources import iter_docs, list_images
 from actlake.workers.text import pack_contexts
 from actlake.workers.units import ImageUnit, TextUnit
@@ -109,6 +109,7 @@ class Coordinator:
         self._units = generate_units(job, tokenizer)
         self._queue: deque[Unit] = deque()
         self._leases: dict[str, Lease] = {}  # unit id -> lease
+        self._lines = LineNumbers()  # first line numbers of jsonl ranges, counted once per file
         self._exhausted = False
         self._planned_tokens = 0  # tokens (or estimates) of units planned so far
         self._planned_units = 0
@@ -161,6 +162,8 @@ class Coordinator:
             unit = self._queue.popleft()
             if unit.unit_id in self.snap.unit_ids or unit.unit_id in self.empty:  # done by a slow holder
                 continue                                                                # of an expired lease
+            if isinstance(unit, ShardUnit):
+                unit = self._lines.number(unit)
             self._leases[unit.unit_id] = Lease(unit, worker_id, node or self.workers.get(worker_id, ""),
                                                now + self.lease_s)
             return unit

@@ -91,3 +91,29 @@ def test_large_parquet_row_groups_are_split_into_row_slices(tmp_path):
         assert [d.index for d in docs] == list(range(9000))
     assert [d.label for d in docs] == labels
     assert len({d.doc_id for d in docs}) == 9000
+
+
+@pytest.mark.filterwarnings("ignore:.*null or missing")
+def test_jsonl_line_numbers_counted_once_per_file(tmp_path):
+    """The coordinator numbers each byte range's first line (LineNumbers: one pass per file when the
+    ranges come in order, a recount when one comes back out of order); documents get the same 0-based
+    line numbers as when each worker counts the lines before its range, for ranges that start on a
+    line, inside a line, and inside one long line (no line starts there: no documents)."""
+    import json
+
+    from actlake.workers.plan import LineNumbers
+
+    lines = [{"text": ("x" * (i * 37 % 300)) or None} for i in range(200)] + [{"text": "y" * 5000}, {"text": "end"}]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    spec = SourceSpec(type="jsonl", path=str(tmp_path / "a.jsonl"))
+    want = [i for i, r in enumerate(lines) if r["text"]]
+    for target_tokens in (64, 100, 257):
+        units = list(plan_shards(spec, target_tokens))
+        numbers = LineNumbers()
+        numbered = [numbers.number(u) for u in units]
+        assert all(u.line0 >= 0 for u in numbered) and all(u.line0 == -1 for u in units)
+        assert numbers.number(units[1]).line0 == numbered[1].line0  # out of order: counted again
+        counted = [d.index for u in units for d in shard_docs(spec, u)]
+        planned = [d.index for u in numbered for d in shard_docs(spec, u)]
+        assert planned == counted == want
+        assert any(not list(shard_docs(spec, u)) for u in units)  # ranges inside the long line

@@ -47,6 +47,9 @@ class ShardUnit:
         start, stop: byte range (``lines``), row-group range (``rowgroup``), row range in the file
             inside one row group (``rows``), or ``0, size`` (``file``).
         est_tokens: planned token count (bytes / BYTES_PER_TOKEN, or parquet bytes), for sizing and ETA.
+        line0: ``lines`` units: the 0-based line number of the first line starting in the range,
+            filled in by the coordinator when it leases the unit (``LineNumbers``; -1: unknown, the
+            worker counts).
     """
 
     index: int
@@ -55,6 +58,7 @@ class ShardUnit:
     start: int
     stop: int
     est_tokens: int
+    line0: int = -1
 
     @property
     def unit_id(self) -> str:
@@ -149,8 +153,41 @@ def _lines_before(path: str, offset: int) -> int:
     return n
 
 
-def _lines_in_range(path: str, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
-    """(0-based line number in the file, line) of the lines whose first byte lies in [start, stop)."""
+class LineNumbers:
+    """The 0-based number of the first line starting at or after a byte offset of a jsonl file,
+    counted incrementally per file: asked for a file's ranges in order (the coordinator leases them
+    so), every byte is read once over the whole job, instead of each range's worker counting the
+    lines before it (quadratic in the file size).  Memory: one small cursor per file."""
+
+    def __init__(self):
+        self._cur: dict[str, tuple[int, int, bytes]] = {}  # path -> (offset, newlines before it, last byte)
+
+    def first_line(self, path: str, start: int) -> int:
+        pos, n, last = self._cur.get(path, (0, 0, b"\n"))
+        if start < pos:  # asked out of order (a requeued range): count from the start again
+            pos, n, last = 0, 0, b"\n"
+        with open(path, "rb") as f:
+            f.seek(pos)
+            while pos < start:
+                block = f.read(min(start - pos, 1 << 22))
+                if not block:
+                    break
+                n += block.count(b"\n")
+                pos += len(block)
+                last = block[-1:]
+        self._cur[path] = (pos, n, last)
+        return n if last == b"\n" else n + 1  # a partial line belongs to the previous range
+
+    def number(self, unit: ShardUnit) -> ShardUnit:
+        """``unit`` with ``line0`` filled in (jsonl ranges of local files; others unchanged)."""
+        if unit.kind != "lines" or unit.line0 >= 0 or unit.path.endswith(".gz") or not os.path.isfile(unit.path):
+            return unit
+        return dataclasses.replace(unit, line0=self.first_line(unit.path, unit.start))
+
+
+def _lines_in_range(path: str, start: int, stop: int, line0: int = -1) -> Iterator[tuple[int, bytes]]:
+    """(0-based line number in the file, line) of the lines whose first byte lies in [start, stop);
+    ``line0``: the number of the first of them when the planner counted it (-1: count here)."""
     if path.endswith(".gz"):
         with gzip.open(path, "rb") as f:
             yield from enumerate(f)
@@ -161,7 +198,7 @@ def _lines_in_range(path: str, start: int, stop: int) -> Iterator[tuple[int, byt
             f.seek(start - 1)
             if f.read(1) != b"\n":
                 pos += len(f.readline())  # the partial line belongs to the previous range
-        line_no = _lines_before(path, pos) if pos > 0 else 0
+        line_no = line0 if line0 >= 0 else (_lines_before(path, pos) if pos > 0 else 0)
         while pos < stop:
             line = f.readline()
             if not line:
@@ -216,7 +253,7 @@ def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
         for d in iter_docs(SourceSpec(type="text", path=unit.path)):
             yield dataclasses.replace(d, doc_id=unit.doc_base + d.doc_id)
     elif unit.kind == "lines":
-        for n, raw in _lines_in_range(unit.path, unit.start, unit.stop):
+        for n, raw in _lines_in_range(unit.path, unit.start, unit.stop, unit.line0):
             if not raw.strip():
                 continue
             where = f"{unit.path}:{n + 1}"
