@@ -87,10 +87,17 @@ def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: d
         write_manifest(store, manifest)
     except BaseException:
         sup.stop_workers()
-        if existing is None and not CommitLog(store).snapshot().fragments:
+        try:
+            empty = existing is None and not CommitLog(store).snapshot().fragments
+        except Exception:  # noqa: BLE001 - the store itself may be what failed: keep the original error
+            empty = False
+        if empty:
             stop_actors([coord])  # nothing to resume: the coordinator (even a detached one) goes too
-            discard_empty_attempt(store, root_existed)
-            log(f"nothing was committed; {job.out} was removed")
+            try:
+                discard_empty_attempt(store, root_existed)
+                log(f"nothing was committed; {job.out} was removed")
+            except Exception:  # noqa: BLE001 - as above
+                pass
         else:
             log("committed fragments are kept; resubmit the same job to resume")
         raise

@@ -150,7 +150,10 @@ def run_job(job: JobSpec, address: str | None = None, storage_options: dict | No
     try:
         return _run(job, store, pre, storage_options, console)
     except BaseException as e:
-        kept = pre.existing is not None or not discard_empty_attempt(store, root_existed)
+        try:
+            kept = pre.existing is not None or not discard_empty_attempt(store, root_existed)
+        except Exception:  # noqa: BLE001 - the store itself may be what failed: keep the original error
+            kept = True
         if isinstance(e, KeyboardInterrupt):
             console.print("[yellow]interrupted[/]: " + ("committed fragments are kept; re-run the same command to "
                                                        "resume" if kept else f"nothing was committed; {job.out} "
