@@ -168,15 +168,24 @@ def has_tokenizer(path: Path, cfg: dict[str, Any]) -> bool:
     return any((path / f).exists() for f in TOKENIZER_FILES)
 
 
+def encoder_decoder_message(model: str, name: str) -> str:
+    """The one-line refusal of an encoder-decoder model (T5, BART, ...)."""
+    return (f"{model} ({name}) is an encoder-decoder model: actlake runs one stack over packed contexts "
+            "and has no decoder inputs to give it; save its encoder alone (e.g. T5EncoderModel.from_pretrained"
+            "(...).save_pretrained(DIR), with the tokenizer) and extract from DIR")
+
+
 def check_model(job: JobSpec) -> None:
     """The model fits the job: modality and context length, from the config alone.
 
     Raises:
-        ModelError: image data for a text model, text data for an image model, or ``context_len`` above
-            the model's position limit (named with its config key).
+        ModelError: image data for a text model, text data for an image model, an encoder-decoder
+            model, or ``context_len`` above the model's position limit (named with its config key).
     """
     path, cfg = model_config(job)
     name = cfg.get("model_type") or (cfg.get("architectures") or ["?"])[0]
+    if cfg.get("is_encoder_decoder"):
+        raise ModelError(encoder_decoder_message(job.model, name))
     if job.is_vision:
         if not is_vision_model(path, cfg):
             raise ModelError(f"--data is an image folder but {job.model} ({name}) is not a vision model "

@@ -139,3 +139,20 @@ def test_job_failing_before_its_first_commit_leaves_nothing(tmp_path, tiny_gpt2,
     res = run(*extract_args(tiny_gpt2, tmp_path / "bad.jsonl", tmp_path / "mine"))
     assert_one_error(res, "bad.jsonl:3")
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_encoder_decoder_model_is_refused_with_the_way_out(tmp_path, tiny_gpt2, text_corpus):
+    """T5 (encoder-decoder): one error line before anything is written, from `extract` and `hooks`
+    alike, naming the way out (save the encoder alone), instead of a ValueError from the forward."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=16, d_kv=4, d_ff=32, num_layers=1,
+                                             num_heads=4, decoder_start_token_id=0))
+    t5.save_pretrained(tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    res = run(*extract_args(tmp_path / "t5", text_corpus, tmp_path / "o", hooks="encoder.block.0"))
+    assert_one_error(res, "encoder-decoder", "T5EncoderModel")
+    assert not (tmp_path / "o").exists()
+    res = run("hooks", str(tmp_path / "t5"))
+    assert_one_error(res, "encoder-decoder")

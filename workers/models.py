@@ -82,6 +82,10 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
     except Exception as e:
         raise ModelError(f"cannot read model config in {path}: {e}") from None
     arch = (cfg.architectures or [None])[0]
+    if getattr(cfg, "is_encoder_decoder", False):
+        from actlake.service.preflight import encoder_decoder_message
+
+        raise ModelError(encoder_decoder_message(model, getattr(cfg, "model_type", None) or str(arch)))
     cls = getattr(transformers, arch, None) if arch else None
     if cls is None:
         cls = transformers.AutoModel
