@@ -251,8 +251,8 @@ def intervals(uri: str = URI, hook: str = HOOK, unit: Optional[int] = typer.Opti
 def stats_table(res: dict, by: Optional[str], units: Optional[list[int]] = None, full: bool = False):
     """Per-unit (and per-group) stats dict → one table row per (group, unit); ``units``: the unit
     numbers the result's columns stand for (default 0..C-1).  ``full`` (the ``--out`` file) adds
-    ``active`` (values > threshold), the histogram as list columns ``hist`` (counts) and
-    ``hist_edges`` (the shared bin edges), and the per-row summaries of the group
+    ``active`` (values > threshold), the shared bin edges of the ``hist`` counts as ``hist_edges``,
+    and the per-row summaries of the group
     (``row_norm_*``, ``row_kurtosis_*``: mean, var, min, max; the same on each row of a group)."""
     import numpy as np
     import pyarrow as pa
@@ -266,13 +266,11 @@ def stats_table(res: dict, by: Optional[str], units: Optional[list[int]] = None,
         for key in ("count", "mean", "var", "skew", "kurtosis", "min", "max", "density") + (("active",) if full else ()):
             if key in r:
                 cols[key] = pa.array(np.asarray(r[key]))
-        if "hist" in r:
+        if "hist" in r:  # a list column: the console table (_plain) and CSV show it as JSON
+            cols["hist"] = pa.array([h.tolist() for h in np.asarray(r["hist"], np.int64)], pa.list_(pa.int64()))
             if full:
-                cols["hist"] = pa.array([h.tolist() for h in np.asarray(r["hist"], np.int64)], pa.list_(pa.int64()))
                 edges = np.asarray(r["hist_edges"], np.float64).tolist()
                 cols["hist_edges"] = pa.array([edges] * n, pa.list_(pa.float64()))
-            else:
-                cols["hist"] = pa.array([json.dumps(h.tolist()) for h in r["hist"]], pa.string())
         for name in ("row_norm", "row_kurtosis"):
             if full and isinstance(r.get(name), dict):
                 for stat in ("mean", "var", "min", "max"):

@@ -68,9 +68,11 @@ def stop_actors(actors: list, timeout_s: float = 10.0) -> None:
         ray.kill(a, no_restart=True)
     deadline = time.time() + timeout_s
     for a in actors:
-        try:
-            ray.get(a.__ray_ready__.remote(), timeout=max(0.1, deadline - time.time()))
-        except (RayActorError, GetTimeoutError):
-            pass
-        except Exception:  # noqa: BLE001 - any other failure of a dying actor: it is gone
-            pass
+        while time.time() < deadline:  # ray.kill is asynchronous: a ping may still be answered
+            try:
+                ray.get(a.__ray_ready__.remote(), timeout=max(0.1, deadline - time.time()))
+            except (RayActorError, GetTimeoutError):
+                break  # dead (or unresponsive past the deadline)
+            except Exception:  # noqa: BLE001 - any other failure of a dying actor: it is gone
+                break
+            time.sleep(0.05)

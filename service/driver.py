@@ -52,8 +52,7 @@ def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: d
     from actlake.schemas.errors import ClusterError
     from actlake.service.preflight import preflight
     from actlake.service.cluster import stop_actors
-    from actlake.service.runner import _clear, discard_empty_attempt, ensure_manifest, root_exists
-    from actlake.store.commitlog import CommitLog
+    from actlake.service.runner import _clear, discard_failed_attempt, ensure_manifest, root_exists
     from actlake.service.supervisor import Supervisor
 
     from actlake.service.coordinator import check_plan
@@ -87,17 +86,9 @@ def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: d
         write_manifest(store, manifest)
     except BaseException:
         sup.stop_workers()
-        try:
-            empty = existing is None and not CommitLog(store).snapshot().fragments
-        except Exception:  # noqa: BLE001 - the store itself may be what failed: keep the original error
-            empty = False
-        if empty:
-            stop_actors([coord])  # nothing to resume: the coordinator (even a detached one) goes too
-            try:
-                discard_empty_attempt(store, root_existed)
-                log(f"nothing was committed; {job.out} was removed")
-            except Exception:  # noqa: BLE001 - as above
-                pass
+        # nothing to resume: the coordinator (even a detached one) is stopped too before the clean-up
+        if discard_failed_attempt(store, existing, root_existed, stop=lambda: stop_actors([coord])):
+            log(f"nothing was committed; {job.out} was removed")
         else:
             log("committed fragments are kept; resubmit the same job to resume")
         raise

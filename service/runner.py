@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -50,19 +51,31 @@ def root_exists(store: StoreFS) -> bool:
     return root is None or os.path.isdir(root)
 
 
-def discard_empty_attempt(store: StoreFS, root_existed: bool) -> bool:
-    """After a new job failed (or was interrupted) with its workers stopped: if nothing was committed,
-    delete what the attempt wrote (manifest, empty commit log, uncommitted fragment files, progress
-    file) so no empty dataset is left visible, and the local root directory when this attempt created
-    it.  Returns True if the attempt was discarded, False if committed fragments are kept for resume."""
+def discard_failed_attempt(store: StoreFS, existing: Manifest | None, root_existed: bool,
+                           stop: Callable[[], None] | None = None) -> bool:
+    """After a job failed (or was interrupted) with its workers stopped: if it was a new job and
+    nothing was committed, call ``stop`` (actors that could still write) and delete what the attempt
+    wrote (manifest, empty commit log, uncommitted fragment files, progress file) so no empty dataset
+    is left visible, and the local root directory when this attempt created it.
+
+    Returns True if the attempt was removed, False if committed fragments (or an earlier dataset) are
+    kept for resume.  Never raises: the store itself may be what failed, and the job's own error is
+    the one to report."""
     from actlake.service.coordinator import PROGRESS_FILE
     from actlake.store.commitlog import CommitLog
 
-    if CommitLog(store).snapshot().fragments:
+    if existing is not None:
         return False
-    _clear(store)
-    if store.exists(PROGRESS_FILE):
-        store.delete(PROGRESS_FILE)
+    try:
+        if CommitLog(store).snapshot().fragments:
+            return False
+        if stop is not None:
+            stop()
+        _clear(store)
+        if store.exists(PROGRESS_FILE):
+            store.delete(PROGRESS_FILE)
+    except Exception:  # noqa: BLE001 - see above
+        return False
     root = store.backend.local_root
     if root is not None and not root_existed:
         try:
@@ -150,14 +163,11 @@ def run_job(job: JobSpec, address: str | None = None, storage_options: dict | No
     try:
         return _run(job, store, pre, storage_options, console)
     except BaseException as e:
-        try:
-            kept = pre.existing is not None or not discard_empty_attempt(store, root_existed)
-        except Exception:  # noqa: BLE001 - the store itself may be what failed: keep the original error
-            kept = True
+        removed = discard_failed_attempt(store, pre.existing, root_existed)  # _run stopped every actor
         if isinstance(e, KeyboardInterrupt):
-            console.print("[yellow]interrupted[/]: " + ("committed fragments are kept; re-run the same command to "
-                                                       "resume" if kept else f"nothing was committed; {job.out} "
-                                                       "was removed"))
+            console.print("[yellow]interrupted[/]: " + (f"nothing was committed; {job.out} was removed" if removed
+                                                       else "committed fragments are kept; re-run the same "
+                                                       "command to resume"))
         raise
     finally:
         if started:

@@ -112,7 +112,8 @@ def plan_shards(spec: SourceSpec, fragment_tokens: int, files: list[tuple[str, i
             md = pq.ParquetFile(path).metadata
             g0, acc, row0 = 0, 0, 0
             for g in range(md.num_row_groups):
-                size, rows = md.row_group(g).total_byte_size, md.row_group(g).num_rows
+                group = md.row_group(g)
+                size, rows = group.total_byte_size, group.num_rows
                 if size > SPLIT_ROW_GROUP * target and rows > 1:
                     if g > g0:  # the run of smaller groups before it
                         yield ShardUnit(i, path, "rowgroup", g0, g, int(acc / BYTES_PER_TOKEN))
@@ -187,7 +188,8 @@ class LineNumbers:
 
 def _lines_in_range(path: str, start: int, stop: int, line0: int = -1) -> Iterator[tuple[int, bytes]]:
     """(0-based line number in the file, line) of the lines whose first byte lies in [start, stop);
-    ``line0``: the number of the first of them when the planner counted it (-1: count here)."""
+    ``line0``: the number of the first of them when the coordinator counted it (``LineNumbers``;
+    -1: count here)."""
     if path.endswith(".gz"):
         with gzip.open(path, "rb") as f:
             yield from enumerate(f)
@@ -270,35 +272,25 @@ def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
             d = doc(text, None if lab is None else str(lab), n)
             if d is not None:
                 yield d
-    elif unit.kind == "rowgroup":
+    elif unit.kind in ("rowgroup", "rows"):  # decoded batch by batch: bounded memory for large groups
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(unit.path)
         if spec.text_field not in pf.schema_arrow.names:
             raise SourceError(f"{unit.path}: no column {spec.text_field!r} (has {pf.schema_arrow.names})")
-        row0 = sum(pf.metadata.row_group(g).num_rows for g in range(unit.start))
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+        if unit.kind == "rowgroup":  # whole groups [start, stop)
+            groups, at = list(range(unit.start, unit.stop)), sum(sizes[:unit.start])
+            first, stop = at, at + sum(sizes[unit.start:unit.stop])
+        else:  # rows [start, stop) of the one group holding them
+            g, at = 0, 0
+            while g < len(sizes) and at + sizes[g] <= unit.start:
+                at, g = at + sizes[g], g + 1
+            groups, first, stop = [g], unit.start, unit.stop
         cols = [spec.text_field] + ([spec.label_field] if spec.label_field else [])
-        table = pf.read_row_groups(list(range(unit.start, unit.stop)), columns=cols).to_pydict()
-        labels = table.get(spec.label_field) if spec.label_field else None
-        for n, t in enumerate(table[spec.text_field]):
-            text = _text_value(t, f"{unit.path}: row {row0 + n}")
-            d = doc(text, None if labels is None or labels[n] is None else str(labels[n]), row0 + n)
-            if d is not None:
-                yield d
-    elif unit.kind == "rows":  # a slice of one large row group, decoded batch by batch (bounded memory)
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(unit.path)
-        if spec.text_field not in pf.schema_arrow.names:
-            raise SourceError(f"{unit.path}: no column {spec.text_field!r} (has {pf.schema_arrow.names})")
-        g, at = 0, 0
-        while g < pf.metadata.num_row_groups and at + pf.metadata.row_group(g).num_rows <= unit.start:
-            at += pf.metadata.row_group(g).num_rows
-            g += 1
-        cols = [spec.text_field] + ([spec.label_field] if spec.label_field else [])
-        for batch in pf.iter_batches(batch_size=4096, row_groups=[g], columns=cols):
+        for batch in pf.iter_batches(batch_size=4096, row_groups=groups, columns=cols):
             n = batch.num_rows
-            lo, hi = max(unit.start - at, 0), min(unit.stop - at, n)
+            lo, hi = max(first - at, 0), min(stop - at, n)
             if hi > lo:
                 part = batch.slice(lo, hi - lo).to_pydict()
                 labels = part.get(spec.label_field) if spec.label_field else None
@@ -309,7 +301,7 @@ def shard_docs(spec: SourceSpec, unit: ShardUnit) -> Iterator[Doc]:
                     if d is not None:
                         yield d
             at += n
-            if at >= unit.stop:
+            if at >= stop:
                 break
     else:
         raise JobSpecError(f"unknown shard kind {unit.kind!r}")
