@@ -95,6 +95,7 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
     except Exception as e:
         raise ModelError(f"cannot load model from {path}: {type(e).__name__}: {e}") from None
     net.eval().to(dev)
+    keep_all_patches(net)
     weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
     info = ModelInfo(
         id=model_id,
@@ -125,6 +126,33 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
             cls_token_id=getattr(tok, "cls_token_id", None), sep_token_id=getattr(tok, "sep_token_id", None),
         )
     return LoadedModel(net, tok, proc, info, tok_info, dev, image_size)
+
+
+def keep_all_patches(net: Any) -> int:
+    """Turn off random patch masking (ViT-MAE's ``random_masking``): every patch is kept, in the
+    image's own row-major order, so each stored patch row is the patch its provenance names and a
+    forward is deterministic.  MAE pre-training (He et al. 2021, "Masked Autoencoders Are Scalable
+    Vision Learners") keeps a random 25 % of the patches in a random order on every forward, which
+    would make ``patch_row``/``patch_col`` wrong and the values change from run to run.
+
+    Sets ``mask_ratio`` to 0 on the masking module's config and feeds the masking a fixed,
+    increasing noise (the order it sorts patches by).  Returns how many modules were changed."""
+    import torch
+
+    n = 0
+    for m in net.modules():
+        masking, cfg = getattr(m, "random_masking", None), getattr(m, "config", None)
+        if not callable(masking) or not hasattr(cfg, "mask_ratio"):
+            continue
+        cfg.mask_ratio = 0.0
+
+        def in_order(sequence: torch.Tensor, noise: torch.Tensor | None = None, _masking=masking):
+            b, t = sequence.shape[:2]
+            return _masking(sequence, torch.arange(t, device=sequence.device, dtype=torch.float32).expand(b, t))
+
+        m.random_masking = in_order
+        n += 1
+    return n
 
 
 def _image_size(cfg: Any) -> int:

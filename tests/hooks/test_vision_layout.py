@@ -87,6 +87,27 @@ def test_vit_and_clip_processor_size_differs(tmp_path, image_folder, family):
     _embed_rows_match_model(w.lm.model, arrays, prov, px, "embeddings", {"cls": cls}, conv)
 
 
+@pytest.mark.parametrize("mask_ratio", [0.75, 0.0])  # 0.0 still shuffles the patches
+def test_vit_mae_keeps_every_patch_in_order(tmp_path, image_folder, mask_ratio):
+    """ViT-MAE keeps a random subset of patches in a random order on each forward (mask_ratio 0.75 by
+    default); extraction keeps all of them in the image's order, so patch (r, c) is that patch, and two
+    runs store the same values."""
+    from transformers import ViTMAEConfig, ViTMAEModel
+
+    torch.manual_seed(0)
+    m = ViTMAEModel(ViTMAEConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=4, intermediate_size=64, mask_ratio=mask_ratio))
+    zero_positions(m)
+    d = save_vision(m, tmp_path / "m", size=32)  # 4x4 patches
+    w, arrays, prov, px = run_vision_unit(d, ["embeddings", "layers.0"], image_folder, tmp_path / "o")
+    assert prov.num_rows == 5 * (1 + 16)
+    e = w.lm.model.embeddings
+    _embed_rows_match_model(w.lm.model, arrays, prov, px, "embeddings", {"cls": e.cls_token[0]},
+                            e.patch_embeddings.projection)
+    _, again, _, _ = run_vision_unit(d, ["layers.0"], image_folder, tmp_path / "o2")
+    np.testing.assert_array_equal(again["layers.0"], arrays["layers.0"])
+
+
 def test_convnext_stage_maps_from_the_tensor(tmp_path, image_folder):
     from transformers import ConvNextConfig, ConvNextModel
 
