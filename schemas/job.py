@@ -105,18 +105,33 @@ class JobSpec(BaseModel):
         """The fields that define the dataset's content (compared when resuming into an URI)."""
         return self.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
 
-    def with_absolute_out(self) -> JobSpec:
-        """This job with a local relative ``out`` made absolute against this process's working
-        directory (URLs such as ``s3://`` unchanged).  Drivers call it before shipping the job to Ray
-        actors, whose working directory is the cluster's, not the shell's; ``out`` is not part of
-        the job's identity, so resuming is unaffected."""
-        if "://" in self.out or os.path.isabs(self.out):
-            return self
-        return self.model_copy(update={"out": os.path.abspath(self.out)})
+    def with_absolute_paths(self) -> JobSpec:
+        """This job with a local relative ``out`` and ``data.path`` made absolute against this
+        process's working directory (``~`` expanded; URLs such as ``s3://`` unchanged).  Drivers call
+        it before shipping the job to Ray actors, whose working directory is the cluster's, not the
+        shell's, and so that the stored sources (``ActivationDataset.documents``) lead back to the
+        files from anywhere.  ``out`` is not part of the job's identity; an absolute ``data.path`` is,
+        so ``corpus/`` and ``/abs/corpus/`` resume the same job."""
+        update: dict[str, Any] = {}
+        out = _absolute(self.out)
+        if out != self.out:
+            update["out"] = out
+        path = self.data.path and _absolute(self.data.path)
+        if path != self.data.path:
+            update["data"] = self.data.model_copy(update={"path": path})
+        return self.model_copy(update=update) if update else self
 
     @property
     def is_vision(self) -> bool:
         return self.data.type == "images" or self.data.image_field is not None
+
+
+def _absolute(path: str) -> str:
+    """A local relative path made absolute (``~`` expanded); URLs and absolute paths unchanged."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    full = os.path.expanduser(path)
+    return full if os.path.isabs(full) else os.path.abspath(full)
 
 
 def load_job(path: str | Path | None = None, **overrides: Any) -> JobSpec:

@@ -58,7 +58,7 @@ def run_cluster_job(job: JobSpec, address: str | None = None, storage_options: d
     from actlake.service.coordinator import check_plan
 
     check_plan(job)
-    job = job.with_absolute_out()  # actors do not share the driver's working directory
+    job = job.with_absolute_paths()  # actors do not share the driver's working directory
     store = open_store(job.out, storage_options)
     pre = preflight(job, store, address=address or "auto")
     existing, probe = pre.existing, pre.probe_image

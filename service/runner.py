@@ -152,7 +152,7 @@ def run_job(job: JobSpec, address: str | None = None, storage_options: dict | No
         ActlakeError (any subclass) raised inside a worker, re-raised as its own type.
     """
     console = console or Console(stderr=True)
-    job = job.with_absolute_out()  # Ray workers do not share this process's working directory
+    job = job.with_absolute_paths()  # Ray workers do not share this process's working directory
     store = open_store(job.out, storage_options)
     pre = preflight(job, store, address=address, overwrite=overwrite)
     if pre.existing is not None and pre.existing.status == "complete":

@@ -1,5 +1,5 @@
 """Readable contexts for byte-level BPE text, browse pages for vision datasets, and a relative ``out``
-resolved where the user typed it (not in the Ray workers' working directory)."""
+and ``data`` resolved where the user typed them (not in the Ray workers' working directory)."""
 from __future__ import annotations
 
 import os
@@ -55,9 +55,15 @@ def test_relative_out_is_resolved_in_the_callers_directory(ray_local, tmp_path, 
     work = tmp_path / "here"
     work.mkdir()
     monkeypatch.chdir(work)  # the Ray workers keep the directory Ray was started in
-    out = actlake.extract({"model": str(tiny_gpt2), "hooks": ["transformer.h.0"], "data": str(text_corpus),
+    data = os.path.relpath(text_corpus, work)  # a relative --data too
+    out = actlake.extract({"model": str(tiny_gpt2), "hooks": ["transformer.h.0"], "data": data,
                            "out": "./rel", "max_tokens": 200, "context_len": 16, "progress": False})
     assert os.path.isabs(out) and out == str(work / "rel")
+    ds = actlake.open_dataset(out)
+    # the stored sources lead back to the files from any directory
+    assert ds.manifest.job.data.path == str(text_corpus)
+    sources = set(ds.documents([0]).column("source").to_pylist())
+    assert sources and all(os.path.isabs(s) and os.path.isfile(s) for s in sources), sources
     assert (work / "rel" / "_commits").is_dir() and any((work / "rel" / "fragments").iterdir())
     assert actlake.open_dataset(str(work / "rel")).num_rows > 0
     monkeypatch.undo()

@@ -66,7 +66,7 @@ def test_detached_coordinator_outlives_its_driver_and_is_reattached(ray_local, t
                      "out": str(out), "context_len": 32, "fragment_tokens": 64, "chunk_rows": 32,
                      "plan": "shards", "progress": False})
     name = coordinator_name(job)
-    old = Supervisor(job.with_absolute_out(), None, None, log=lambda s: None)
+    old = Supervisor(job.with_absolute_paths(), None, None, log=lambda s: None)
     coord = old.start_coordinator(name, NAMESPACE, detached=True)
     unit = ray.get(coord.lease.remote("gone-worker", "127.0.0.9"))
     assert unit is not None and unit != WAIT
