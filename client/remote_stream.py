@@ -24,6 +24,11 @@ from actlake.schemas.stream import StreamSpec
 from actlake.schemas.wire import ACTION_PLAN, StreamTicket, encode
 from actlake.store.dtypes import STORAGE, TORCH
 
+# torch warns that a tensor over a read-only array may not be written; a received batch's bytes belong
+# to that batch alone, so in-place use is safe.  One filter for this module's calls, set once at import
+# (``warnings.catch_warnings`` per call is not thread-safe, and batches are converted on threads).
+warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning, __name__)
+
 if TYPE_CHECKING:
     from actlake.client.remote import RemoteDataset
 
@@ -66,9 +71,7 @@ def column_tensor(col: pa.Array | pa.ChunkedArray, field: pa.Field) -> torch.Ten
     start = col.offset * width
     storage = np.int16 if dtype == torch.bfloat16 else STORAGE[meta[b"actlake.dtype"].decode()]
     a = np.frombuffer(buf, dtype=storage, count=n * width // dtype.itemsize, offset=start)
-    with warnings.catch_warnings():  # the bytes were received for this batch alone: in-place use is safe
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
-        t = torch.from_numpy(a)  # a view of the received bytes, no copy
+    t = torch.from_numpy(a)  # a view of the received bytes, no copy (its warning is filtered below)
     return (t.view(torch.bfloat16) if dtype == torch.bfloat16 else t).view(n, *shape)
 
 
