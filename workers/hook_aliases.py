@@ -3,9 +3,14 @@
 paths, found by name in the real module tree:
 
 - blocks: the ``ModuleList`` with ``num_hidden_layers`` children that hold an attention module;
-- attention: the block child named ``self_attn``/``attn``/``attention``; MLP: the child ``mlp``
-  (else the block itself, for BERT-style ``intermediate``/``output`` pairs);
-- ``ln1``/``ln2``: the block's first/second direct ``*Norm`` child (pre-LN models);
+- attention: the block child named ``self_attn``/``attn``/``attention``/``self_attention``; MLP: the
+  child ``mlp`` (else the block itself, for BERT-style ``intermediate``/``output`` pairs);
+  ``hook_attn_out``/``hook_mlp_out`` only where that module's output is not already added to the
+  residual stream (BLOOM's modules take the ``residual`` and return the sum: no alias there);
+- ``ln1``/``ln2``: the block's first/second direct ``*Norm`` child (pre-LN models); ``hook_resid_mid``
+  (the second norm's input) only for sequential blocks — in parallel-residual blocks (GPT-NeoX
+  ``use_parallel_residual``, Falcon ``parallel_attn``) that input is ``hook_resid_pre`` and there is no
+  mid-block residual;
 - ``hook_embed``: ``get_input_embeddings()`` (vision: the top-level ``embeddings`` module);
 - ``ln_final``: the last ``*Norm`` module outside the blocks and embeddings;
 - ``logits``: ``get_output_embeddings()``.
@@ -19,7 +24,7 @@ import torch
 
 from actlake.workers.hook_kinds import has_rotary
 
-ATTN_CHILD = ("self_attn", "attn", "attention")
+ATTN_CHILD = ("self_attn", "attn", "attention", "self_attention")
 # TransformerLens attention hook → our kind
 ATTN_KINDS = {"hook_q": "q", "hook_k": "k", "hook_v": "v", "hook_rot_q": "q_rot", "hook_rot_k": "k_rot",
               "hook_z": "z", "hook_attn_scores": "scores", "hook_pattern": "probs"}
@@ -27,6 +32,21 @@ ATTN_KINDS = {"hook_q": "q", "hook_k": "k", "hook_v": "v", "hook_rot_q": "q_rot"
 
 def _is_norm(m: torch.nn.Module) -> bool:
     return "Norm" in type(m).__name__
+
+
+def _adds_residual(m: torch.nn.Module) -> bool:
+    """Whether the module's forward takes the residual and returns it plus its own output (BLOOM)."""
+    import inspect
+
+    try:
+        return "residual" in inspect.signature(m.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _parallel_residual(cfg) -> bool:
+    return bool(getattr(cfg, "use_parallel_residual", False) or getattr(cfg, "parallel_attn", False)
+                or getattr(cfg, "new_decoder_architecture", False))
 
 
 def find_blocks(model: torch.nn.Module) -> str | None:
@@ -68,6 +88,8 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
     if blocks is None:
         return out
     rotary = has_rotary(modules)
+    cfg = getattr(model, "config", None)
+    parallel = _parallel_residual(getattr(cfg, "text_config", None) or cfg)
     for i in range(len(modules[blocks])):
         b = f"{blocks}.{i}"
         kids = dict(modules[b].named_children())
@@ -78,19 +100,21 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
         out[f"{p}.hook_resid_pre"] = (b, "input", None)
         out[f"{p}.hook_resid_post"] = (b, "output", None)
         if attn:
-            out[f"{p}.hook_attn_out"] = (attn, "output", None)
+            if not _adds_residual(modules[attn]):
+                out[f"{p}.hook_attn_out"] = (attn, "output", None)
             for tl, kind in ATTN_KINDS.items():
                 if kind in ("q_rot", "k_rot") and not rotary:
                     continue
                 out[f"{p}.attn.{tl}"] = (attn, "output", kind)
-        if "mlp" in kids:
+        if "mlp" in kids and not _adds_residual(modules[mlp]):
             out[f"{p}.hook_mlp_out"] = (mlp, "output", None)
         out[f"{p}.mlp.hook_pre"] = (mlp, "output", "pre")
         out[f"{p}.mlp.hook_post"] = (mlp, "output", "post")
         if len(norms) >= 2:
             out[f"{p}.ln1.hook_normalized"] = (norms[0], "output", None)
             out[f"{p}.ln2.hook_normalized"] = (norms[1], "output", None)
-            out[f"{p}.hook_resid_mid"] = (norms[1], "input", None)
+            if not parallel:
+                out[f"{p}.hook_resid_mid"] = (norms[1], "input", None)
     finals = [n for n, m in modules.items() if _is_norm(m) and not n.startswith(blocks + ".")
               and "embeddings" not in n and n.count(".") <= 1]
     if finals:

@@ -23,7 +23,8 @@ from actlake.schemas.hooks import KEY_AXIS_KINDS
 Q_NAMES = ("q_proj", "query", "q", "self.query")
 K_NAMES = ("k_proj", "key", "k", "self.key")
 V_NAMES = ("v_proj", "value", "v", "self.value")
-FUSED_NAMES = ("c_attn", "qkv", "in_proj")  # one projection holding [q | k | v] along the last axis
+# one projection holding q, k and v along the last axis (layouts: ``fused_part``)
+FUSED_NAMES = ("c_attn", "qkv", "qkv_proj", "query_key_value", "Wqkv", "in_proj")
 OUT_NAMES = ("o_proj", "out_proj", "c_proj", "output.dense", "dense")
 ACT_NAMES = ("act_fn", "act", "activation_fn", "intermediate_act_fn", "activation")
 ATTN_MARKERS = ("attn", "attention")
@@ -123,17 +124,70 @@ def _split_heads(t: torch.Tensor, hd: int) -> torch.Tensor:
     return t.reshape(*t.shape[:-1], t.shape[-1] // hd, hd)
 
 
-def _qkv_taps(modules: dict, root: str, which: str) -> tuple[Tap, Callable[[torch.Tensor], torch.Tensor]]:
+def num_heads(attn: torch.nn.Module, cfg) -> int:
+    """Query heads, from the attention module's own attributes, else the config."""
+    for a in ("num_heads", "num_attention_heads", "n_head"):
+        v = getattr(attn, a, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    v = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)
+    if not v:
+        raise HookError(f"cannot tell the number of heads of {type(attn).__name__}")
+    return int(v)
+
+
+def fused_part(t: torch.Tensor, which: str, heads: int, hd: int, per_head: bool, grouped: bool) -> torch.Tensor:
+    """q, k or v out of a fused projection's output ``t`` (…, W), flattened to (…, heads_of_it · hd).
+
+    Layouts (W = (heads + 2·kv_heads) · hd; kv_heads from W):
+      sequential (GPT-2 ``c_attn``, GPT-BigCode multi-query, Phi-3 ``qkv_proj``, Falcon multi-query,
+        ``Wqkv``, ``in_proj``): [q (heads·hd) | k (kv·hd) | v (kv·hd)];
+      ``per_head`` (GPT-NeoX/Pythia, BLOOM, Falcon-7B-style ``query_key_value``): per head [q | k | v];
+      ``grouped`` (Falcon ``new_decoder_architecture``): per kv head [q … q (heads/kv) | k | v].
+    Raises HookError when W does not split into whole heads this way."""
+    lead, n = t.shape[:-1], t.shape[-1] // hd
+    kv = (n - heads) // 2
+    if t.shape[-1] % hd or kv < 1 or heads + 2 * kv != n or heads % kv:
+        raise HookError(f"a fused q/k/v projection of width {t.shape[-1]} does not split into {heads} query "
+                        f"heads of size {hd} plus whole key/value heads")
+    i = "qkv".index(which)
+    if grouped or (per_head and kv == heads):
+        x = t.reshape(*lead, kv, heads // kv + 2, hd)
+        part = x[..., : heads // kv, :] if i == 0 else x[..., heads // kv + i - 1, :]
+        return part.reshape(*lead, -1)
+    return torch.split(t, [heads * hd, kv * hd, kv * hd], dim=-1)[i]
+
+
+def _qkv_taps(modules: dict, root: str, which: str, heads: int, hd: int, cfg
+              ) -> tuple[Tap, Callable[[torch.Tensor], torch.Tensor]]:
     names = {"q": Q_NAMES, "k": K_NAMES, "v": V_NAMES}[which]
     m = _find(modules, root, names)
     if m is not None:
         return Tap(m, "out"), lambda t: t
     fused = _find(modules, root, FUSED_NAMES)
     if fused is not None:
-        i = "qkv".index(which)
-        return Tap(fused, "out"), lambda t: t.chunk(3, dim=-1)[i]
+        per_head = fused.rsplit(".", 1)[-1] == "query_key_value"
+        grouped = per_head and bool(getattr(cfg, "new_decoder_architecture", False))
+        return Tap(fused, "out"), lambda t: fused_part(t, which, heads, hd, per_head, grouped)
     raise HookError(f"module {root!r} has no {which} projection (looked for {', '.join(names + FUSED_NAMES)}); "
                     "name an attention module")
+
+
+BIAS_ARGS = ("alibi", "position_bias")  # per-head biases added to the scores, passed to the attention
+
+
+def score_bias_arg(attn: torch.nn.Module, cfg) -> str | None:
+    """The keyword by which the attention receives biases added to its scores (ALiBi, Press et al.
+    2022: BLOOM and Falcon ``alibi``, MPT ``position_bias``), or None; Falcon's config can turn ALiBi off."""
+    import inspect
+
+    try:
+        params = inspect.signature(attn.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if not getattr(cfg, "alibi", True) and "alibi" in params:
+        return None
+    return next((a for a in BIAS_ARGS if a in params), None)
 
 
 def _apply_rotary(attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, pe) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,12 +236,14 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
             return t
         return Plan([Tap(act, "in" if kind == "pre" else "out")], combine, meta={"module": act})
     attn = modules[module]
-    rotary = has_rotary(modules)
+    bias_arg = score_bias_arg(attn, cfg)
+    rotary = has_rotary(modules) and bias_arg != "alibi"  # Falcon with ALiBi keeps its unused rotary module
     if kind in ("q_rot", "k_rot") and not rotary:
         raise HookError(f"hook kind :{kind} needs a rotary model; {type(model).__name__} has none (use :{kind[0]})")
     hd = head_dim(attn, cfg)
+    nh = num_heads(attn, cfg) if kind != "probs" else 0
     if kind in ("q", "k", "v"):
-        tap, pick = _qkv_taps(modules, module, kind)
+        tap, pick = _qkv_taps(modules, module, kind, nh, hd, cfg)
         return Plan([tap], lambda vals: _split_heads(pick(vals[0]), hd),
                     rotary=False if kind != "v" else None, meta={"module": tap.module})
     if kind == "z":
@@ -196,9 +252,17 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
             raise HookError(f"module {module!r} has no output projection (looked for {', '.join(OUT_NAMES)})")
         return Plan([Tap(out, "in")], lambda vals: _split_heads(vals[0], hd), meta={"module": out})
     if kind in ("q_rot", "k_rot", "scores"):
-        (tq, pq), (tk, pk) = _qkv_taps(modules, module, "q"), _qkv_taps(modules, module, "k")
+        (tq, pq), (tk, pk) = (_qkv_taps(modules, module, w, nh, hd, cfg) for w in "qk")
         taps = [tq, tk] + ([Tap(module, "kw:position_embeddings")] if rotary else [])
-        scale = getattr(attn, "scaling", None) or getattr(attn, "scale", None) or hd ** -0.5
+        scale = next((float(v) for a in ("scaling", "scale", "softmax_scale", "inv_norm_factor")
+                      if isinstance(v := getattr(attn, a, None), (int, float)) and v), hd ** -0.5)
+        biased = kind == "scores" and bias_arg is not None
+        if biased and bias_arg == "alibi" and getattr(cfg, "alibi", False):
+            raise HookError(f"{type(attn).__name__} with ALiBi also folds its biases into the attention mask, so "
+                            f"its scores cannot be rebuilt from q, k and the biases; use :probs")
+        beta = float(getattr(attn, "beta", 1.0)) if biased else 0.0  # BLOOM, MPT: 1; Falcon: 1/sqrt(hd)
+        if biased:
+            taps.append(Tap(module, f"kw:{bias_arg}"))
 
         def qk(vals):
             q, k = _split_heads(pq(vals[0]), hd), _split_heads(pk(vals[1]), hd)
@@ -212,10 +276,18 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
         def scores(vals):
             q, k = qk(vals)  # (B, T, H, hd), (B, T, Hkv, hd)
             k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
-            return torch.einsum("bqhd,bkhd->bqhk", q.float(), k.float()) * scale
+            s = torch.einsum("bqhd,bkhd->bqhk", q.float(), k.float()) * scale
+            if biased and vals[-1] is None and getattr(attn, "has_relative_attention_bias", False):
+                raise HookError(f"{type(attn).__name__} computes its relative position bias inside the module "
+                                "(T5's first layer): its :scores cannot be rebuilt; use :probs or a later layer")
+            if biased and vals[-1] is not None:  # (B·H | H, 1 | Tq, Tk) → (B | 1, Tq | 1, H, Tk)
+                b = vals[-1].float()
+                b = b.reshape(-1, q.shape[2], *b.shape[-2:])[..., -s.shape[1]:, -s.shape[-1]:].transpose(1, 2)
+                s = s + beta * b
+            return s
         return Plan(taps, scores, rotary=rotary)
     if kind == "probs":
-        if not any(m in module.rsplit(".", 1)[-1] for m in ATTN_MARKERS + ("self",)):
+        if not any(m in module.rsplit(".", 1)[-1].lower() for m in ATTN_MARKERS + ("self",)):
             raise HookError(f"hook kind :probs needs an attention module, not {module!r}")
         return Plan([Tap(module, "out1")], lambda vals: vals[0].transpose(1, 2), needs_eager=True)
     raise HookError(f"unknown hook kind {kind!r}")

@@ -113,6 +113,11 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
                         "switching the model to 'eager' for :probs hooks", impl)
             try:
                 model.set_attn_implementation("eager")
+                if getattr(model.config, "_attn_implementation", None) != "eager":
+                    # models that pick the implementation per forward from the config but refuse the
+                    # dynamic switch (Falcon: it only warns); a model that still returns no
+                    # probabilities is a HookError at capture
+                    model.config._attn_implementation = "eager"
             except Exception as e:
                 raise HookError(f"attention probabilities need the eager attention implementation, which "
                                 f"{type(model).__name__} refuses ({e})") from None
@@ -120,6 +125,19 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
         if is_key_axis(r.kind) and key_len is not None:
             r.plan.meta["key_len"] = key_len  # type: ignore[union-attr]
     return out
+
+
+def check_probabilities(mod_name: str, w: torch.Tensor, out: torch.Tensor) -> None:
+    """Refuse a second output that is not attention probabilities of this batch: (B, H, Tq, Tk) with
+    rows that are distributions (each sums to 1, or to 0 where every key is masked).  T5 returns its
+    position bias there; without this check it would be stored as ``:probs``."""
+    ok = isinstance(w, torch.Tensor) and w.dim() == 4 and w.shape[0] == out.shape[0]
+    if ok:
+        sums = w.detach().float().sum(-1)
+        ok = bool(((sums - 1).abs() < 1e-2).logical_or(sums.abs() < 1e-6).all()) and bool((w >= 0).all())
+    if not ok:
+        raise HookError(f"module {mod_name} returns no attention probabilities as its second output "
+                        f"({type(w).__name__} {tuple(getattr(w, 'shape', ()))}); :probs is not available there")
 
 
 MAX_FRAGMENT_BYTES = int(os.environ.get("ACTLAKE_MAX_FRAGMENT_BYTES", str(8 << 30)))
@@ -195,6 +213,7 @@ class Capture:
                         impl = getattr(self.model.config, "_attn_implementation", "?")
                         raise HookError(f"module {mod_name} returns no attention probabilities (attention "
                                         f"implementation {impl!r}); :probs needs 'eager'")
+                    check_probabilities(mod_name, w, first_tensor(output))
                     self._seen[t].append(w)
             if self.cut and self._need is not None and all(len(self._seen[t]) >= n for t, n in self._need.items()):
                 raise StopForward

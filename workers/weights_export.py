@@ -14,7 +14,8 @@ import torch
 
 from actlake.schemas.errors import HookError
 from actlake.workers.hook_aliases import alias_table, find_blocks
-from actlake.workers.hook_kinds import ATTN_MARKERS, OUT_NAMES, _find, _qkv_taps, find_activation, head_dim
+from actlake.workers.hook_kinds import (ATTN_MARKERS, OUT_NAMES, _find, _qkv_taps, find_activation, head_dim,
+                                        num_heads)
 from actlake.workers.hooks import match_pattern
 
 
@@ -42,12 +43,12 @@ def _tl_table(model: torch.nn.Module) -> dict[str, tuple[str, object]]:
     for i in range(len(modules[blocks])):
         attn = aliases.get(f"blocks.{i}.hook_attn_out", (None,))[0]
         if attn:
-            hd = head_dim(modules[attn], cfg)
+            hd, nh = head_dim(modules[attn], cfg), num_heads(modules[attn], cfg)
             for w in "QKV":
-                tap, pick = _qkv_taps(modules, attn, w.lower())
+                tap, pick = _qkv_taps(modules, attn, w.lower(), nh, hd, cfg)
 
                 def qkv(tap=tap, pick=pick, hd=hd):
-                    full = pick(_in_out(modules[tap.module]))  # (d_model, H*hd); fused [q|k|v] split on out
+                    full = pick(_in_out(modules[tap.module]))  # (d_model, H*hd); fused q/k/v split on out
                     return full.reshape(full.shape[0], -1, hd).permute(1, 0, 2).contiguous()
                 out[f"blocks.{i}.attn.W_{w}"] = (f"{tap.module}.weight", qkv)
             o = _find(modules, attn, OUT_NAMES)
