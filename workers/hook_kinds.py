@@ -124,6 +124,28 @@ def _split_heads(t: torch.Tensor, hd: int) -> torch.Tensor:
     return t.reshape(*t.shape[:-1], t.shape[-1] // hd, hd)
 
 
+QK_NORMS = {"q": ("q_norm", "q_layernorm", "query_layernorm"), "k": ("k_norm", "k_layernorm", "key_layernorm")}
+
+
+def _qk_used(modules: dict, root: str, which: str, heads: int, hd: int, cfg
+             ) -> tuple[list[Tap], Callable[[list], torch.Tensor]]:
+    """q or k as the attention uses them, (B, T, heads, hd): after the module's QK-norm where it has one
+    (Qwen3, Gemma 3, OLMo 2, Cohere, Persimmon/StableLM: ``q_norm``/``q_layernorm``), else the projection.
+    Taps: [projection, norm?]; the norm's output may be flat (B, T, H·hd), per head (B, T, H, hd) or
+    heads first (B, H, T, hd) — told apart by the projection's T."""
+    tap, pick = _qkv_taps(modules, root, which, heads, hd, cfg)
+    norm = _find(modules, root, QK_NORMS[which], also_parent=False)
+    if norm is None:
+        return [tap], lambda vals: _split_heads(pick(vals[0]), hd)
+
+    def normed(vals):
+        t, n = vals[1], vals[0].shape[1]
+        if t.dim() == 3:
+            return _split_heads(t, hd)
+        return t.transpose(1, 2) if t.shape[1] != n and t.shape[2] == n else t
+    return [tap, Tap(norm, "out")], normed
+
+
 def num_heads(attn: torch.nn.Module, cfg) -> int:
     """Query heads, from the attention module's own attributes, else the config."""
     for a in ("num_heads", "num_attention_heads", "n_head"):
@@ -193,8 +215,10 @@ def score_bias_arg(attn: torch.nn.Module, cfg) -> str | None:
 def _apply_rotary(attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, pe) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, H, hd) q/k → rotated, with the modeling module's own ``apply_rotary_pos_emb``.
 
-    Partial rotary (Phi, GPT-NeoX ``rotary_pct``: ``cos`` narrower than a head) turns only the first
-    ``cos.shape[-1]`` dims of each head and passes the rest through, as those models do.
+    The whole head is passed first (functions that slice a partial rotary themselves, GPT-NeoX, or
+    take a half-width ``cos``, GPT-OSS); where that fails on shapes and ``cos`` is narrower than a head
+    (Phi's partial rotary), only the first ``cos.shape[-1]`` dims are turned and the rest pass through,
+    as the model does.
     Raises HookError when the module's rotary function cannot be applied this way (GPT-J's takes
     other arguments): the kinds before rotary (``:q``, ``:k``) still work there."""
     fn = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb", None)
@@ -205,11 +229,13 @@ def _apply_rotary(attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, pe) -
     qt, kt = q.transpose(1, 2), k.transpose(1, 2)
     rd = int(cos.shape[-1])
     try:
-        if rd < qt.shape[-1]:
-            qr, kr = fn(qt[..., :rd], kt[..., :rd], cos, sin)
-            qr, kr = torch.cat([qr, qt[..., rd:]], dim=-1), torch.cat([kr, kt[..., rd:]], dim=-1)
-        else:
+        try:  # the whole head: also functions that take a half-width cos (GPT-OSS) or slice it themselves
             qr, kr = fn(qt, kt, cos, sin)
+        except RuntimeError:
+            if rd >= qt.shape[-1]:
+                raise
+            qr, kr = fn(qt[..., :rd], kt[..., :rd], cos, sin)  # partial rotary the function leaves to the caller
+            qr, kr = torch.cat([qr, qt[..., rd:]], dim=-1), torch.cat([kr, kt[..., rd:]], dim=-1)
     except (TypeError, RuntimeError, ValueError) as e:
         raise HookError(f"{type(attn).__name__}: its rotary embedding cannot be applied outside the model "
                         f"({str(e).splitlines()[0][:120]}); use :q / :k (before rotary)") from None
@@ -252,8 +278,9 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
             raise HookError(f"module {module!r} has no output projection (looked for {', '.join(OUT_NAMES)})")
         return Plan([Tap(out, "in")], lambda vals: _split_heads(vals[0], hd), meta={"module": out})
     if kind in ("q_rot", "k_rot", "scores"):
-        (tq, pq), (tk, pk) = (_qkv_taps(modules, module, w, nh, hd, cfg) for w in "qk")
-        taps = [tq, tk] + ([Tap(module, "kw:position_embeddings")] if rotary else [])
+        (tq, pq), (tk, pk) = (_qk_used(modules, module, w, nh, hd, cfg) for w in "qk")
+        nq, nk = len(tq), len(tk)
+        taps = tq + tk + ([Tap(module, "kw:position_embeddings")] if rotary else [])
         scale = next((float(v) for a in ("scaling", "scale", "softmax_scale", "inv_norm_factor")
                       if isinstance(v := getattr(attn, a, None), (int, float)) and v), hd ** -0.5)
         biased = kind == "scores" and bias_arg is not None
@@ -264,9 +291,11 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
         if biased:
             taps.append(Tap(module, f"kw:{bias_arg}"))
 
+        softcap = getattr(attn, "attn_logit_softcapping", None) if kind == "scores" else None  # Gemma 2
+
         def qk(vals):
-            q, k = _split_heads(pq(vals[0]), hd), _split_heads(pk(vals[1]), hd)
-            return _apply_rotary(attn, q, k, vals[2]) if rotary else (q, k)
+            q, k = pq(vals[:nq]), pk(vals[nq:nq + nk])
+            return _apply_rotary(attn, q, k, vals[nq + nk]) if rotary else (q, k)
 
         if kind == "q_rot":
             return Plan(taps, lambda vals: qk(vals)[0], rotary=True)
@@ -277,6 +306,8 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
             q, k = qk(vals)  # (B, T, H, hd), (B, T, Hkv, hd)
             k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
             s = torch.einsum("bqhd,bkhd->bqhk", q.float(), k.float()) * scale
+            if softcap:  # Gemma 2: cap·tanh(s / cap), before the biases and the mask
+                s = torch.tanh(s / softcap) * softcap
             if biased and vals[-1] is None and getattr(attn, "has_relative_attention_bias", False):
                 raise HookError(f"{type(attn).__name__} computes its relative position bias inside the module "
                                 "(T5's first layer): its :scores cannot be rebuilt; use :probs or a later layer")

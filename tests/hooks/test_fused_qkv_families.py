@@ -3,7 +3,8 @@
 Layouts: GPT-NeoX (Pythia) and BLOOM ``query_key_value`` per head [q|k|v]; Falcon's three (per head,
 multi-query, grouped ``new_decoder_architecture``); Phi-3 ``qkv_proj`` and GPT-BigCode multi-query
 ``c_attn`` with fewer key/value heads; MPT ``Wqkv``.  Score biases: BLOOM's ALiBi and MPT's
-``position_bias``.  Each is checked two ways with ``output_attentions`` as the reference:
+``position_bias``; QK-norm before rotary (Gemma 3, Qwen3, OLMo 2), Gemma 2's logit soft-capping and
+GPT-OSS's attention sinks.  Each is checked two ways with ``output_attentions`` as the reference:
 softmax(:scores) on the keys the model attends to equals its probabilities (q, k, rotary, scale and bias
 right), and probabilities × :v per head equals :z, the input of the output projection (v right).
 Where the scores cannot be rebuilt (Falcon with ALiBi, T5's first layer) or the second output is not
@@ -38,6 +39,23 @@ def _model(family: str):
     if family == "mpt":
         return T.MptModel(T.MptConfig(vocab_size=100, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)), \
             "blocks.1.attn", 4
+    gqa = dict(C, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if family == "gemma2":  # a small cap and large logits, so that the tanh matters
+        m = T.Gemma2Model(T.Gemma2Config(**gqa, head_dim=8, attn_logit_softcapping=2.0))
+        with torch.no_grad():
+            m.layers[1].self_attn.q_proj.weight.mul_(30)
+        return m, "layers.1.self_attn", 2
+    if family == "gemma3":
+        return T.Gemma3TextModel(T.Gemma3TextConfig(**gqa, head_dim=8)), "layers.1.self_attn", 2
+    if family == "qwen3":
+        return T.Qwen3Model(T.Qwen3Config(**gqa, head_dim=8)), "layers.1.self_attn", 2
+    if family == "olmo2":
+        return T.Olmo2Model(T.Olmo2Config(**gqa)), "layers.1.self_attn", 2
+    if family == "gpt-oss":
+        m = T.GptOssModel(T.GptOssConfig(**gqa, head_dim=8, num_local_experts=4, num_experts_per_tok=2))
+        with torch.no_grad():
+            m.layers[1].self_attn.sinks.normal_()
+        return m, "layers.1.self_attn", 2
     kw = {"falcon-per-head": dict(multi_query=False, new_decoder_architecture=False),
           "falcon-mqa": dict(multi_query=True, new_decoder_architecture=False),
           "falcon-grouped": dict(num_kv_heads=2, new_decoder_architecture=True)}[family]
@@ -45,7 +63,8 @@ def _model(family: str):
     return T.FalconModel(T.FalconConfig(**FALCON, **kw)), "h.1.self_attention", kv
 
 
-FAMILIES = ["neox", "phi3", "bigcode-mqa", "bloom", "mpt", "falcon-per-head", "falcon-mqa", "falcon-grouped"]
+FAMILIES = ["neox", "phi3", "bigcode-mqa", "bloom", "mpt", "falcon-per-head", "falcon-mqa", "falcon-grouped",
+            "gemma2", "gemma3", "qwen3", "olmo2", "gpt-oss"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -60,7 +79,12 @@ def test_fused_qkv_scores_and_values_match_the_models_attention(family):
     assert torch.allclose(got[f"{A}:probs"], probs, atol=1e-6)
     attended = probs > 0
     s = got[f"{A}:scores"].masked_fill(~attended, float("-inf"))
-    assert torch.allclose(torch.softmax(s, -1), probs, atol=1e-5)
+    if family == "gpt-oss":  # an attention sink per head takes a share of each row's softmax
+        sink = dict(m.named_modules())[A].sinks.view(1, 1, -1, 1).expand(*s.shape[:3], 1)
+        s = torch.cat([s, sink], -1)
+        assert torch.allclose(torch.softmax(s, -1)[..., :-1], probs, atol=1e-5)
+    else:
+        assert torch.allclose(torch.softmax(s, -1), probs, atol=1e-5)
     v = got[f"{A}:v"].repeat_interleave(4 // kv, dim=2)  # (B, k, H, hd)
     z = torch.einsum("bqhk,bkhd->bqhd", probs, v)
     assert torch.allclose(got[f"{A}:z"], z, atol=1e-5)
