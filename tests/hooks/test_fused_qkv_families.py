@@ -3,7 +3,7 @@
 Layouts: GPT-NeoX (Pythia) and BLOOM ``query_key_value`` per head [q|k|v]; Falcon's three (per head,
 multi-query, grouped ``new_decoder_architecture``); Phi-3 ``qkv_proj`` and GPT-BigCode multi-query
 ``c_attn`` with fewer key/value heads; MPT ``Wqkv``.  Score biases: BLOOM's ALiBi and MPT's
-``position_bias``; QK-norm before rotary (Gemma 3, Qwen3, OLMo 2), Gemma 2's logit soft-capping and
+``position_bias``; QK-norm before rotary (Gemma 3, Qwen3, OLMo 2, Cohere, StableLM, Persimmon), Gemma 2's logit soft-capping and
 GPT-OSS's attention sinks.  Each is checked two ways with ``output_attentions`` as the reference:
 softmax(:scores) on the keys the model attends to equals its probabilities (q, k, rotary, scale and bias
 right), and probabilities × :v per head equals :z, the input of the output projection (v right).
@@ -51,6 +51,14 @@ def _model(family: str):
         return T.Qwen3Model(T.Qwen3Config(**gqa, head_dim=8)), "layers.1.self_attn", 2
     if family == "olmo2":
         return T.Olmo2Model(T.Olmo2Config(**gqa)), "layers.1.self_attn", 2
+    if family == "cohere":
+        return T.CohereModel(T.CohereConfig(**gqa, use_qk_norm=True)), "layers.1.self_attn", 2
+    if family == "stablelm":  # per-head LayerNorms applied to (B, H, T, hd), partial rotary
+        return T.StableLmModel(T.StableLmConfig(**C, num_key_value_heads=2, qk_layernorm=True,
+                                                partial_rotary_factor=0.5)), "layers.1.self_attn", 2
+    if family == "persimmon":  # fused per-head query_key_value, QK LayerNorm, partial rotary
+        return T.PersimmonModel(T.PersimmonConfig(**C, qk_layernorm=True, partial_rotary_factor=0.5)), \
+            "layers.1.self_attn", 4
     if family == "gpt-oss":
         m = T.GptOssModel(T.GptOssConfig(**gqa, head_dim=8, num_local_experts=4, num_experts_per_tok=2))
         with torch.no_grad():
@@ -64,7 +72,7 @@ def _model(family: str):
 
 
 FAMILIES = ["neox", "phi3", "bigcode-mqa", "bloom", "mpt", "falcon-per-head", "falcon-mqa", "falcon-grouped",
-            "gemma2", "gemma3", "qwen3", "olmo2", "gpt-oss"]
+            "gemma2", "gemma3", "qwen3", "olmo2", "cohere", "stablelm", "persimmon", "gpt-oss"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -79,6 +87,14 @@ def test_fused_qkv_scores_and_values_match_the_models_attention(family):
     assert torch.allclose(got[f"{A}:probs"], probs, atol=1e-6)
     attended = probs > 0
     s = got[f"{A}:scores"].masked_fill(~attended, float("-inf"))
+    if family == "cohere":
+        return T.CohereModel(T.CohereConfig(**gqa, use_qk_norm=True)), "layers.1.self_attn", 2
+    if family == "stablelm":  # per-head LayerNorms applied to (B, H, T, hd), partial rotary
+        return T.StableLmModel(T.StableLmConfig(**C, num_key_value_heads=2, qk_layernorm=True,
+                                                partial_rotary_factor=0.5)), "layers.1.self_attn", 2
+    if family == "persimmon":  # fused per-head query_key_value, QK LayerNorm, partial rotary
+        return T.PersimmonModel(T.PersimmonConfig(**C, qk_layernorm=True, partial_rotary_factor=0.5)), \
+            "layers.1.self_attn", 4
     if family == "gpt-oss":  # an attention sink per head takes a share of each row's softmax
         sink = dict(m.named_modules())[A].sinks.view(1, 1, -1, 1).expand(*s.shape[:3], 1)
         s = torch.cat([s, sink], -1)
