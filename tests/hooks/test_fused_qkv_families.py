@@ -87,14 +87,6 @@ def test_fused_qkv_scores_and_values_match_the_models_attention(family):
     assert torch.allclose(got[f"{A}:probs"], probs, atol=1e-6)
     attended = probs > 0
     s = got[f"{A}:scores"].masked_fill(~attended, float("-inf"))
-    if family == "cohere":
-        return T.CohereModel(T.CohereConfig(**gqa, use_qk_norm=True)), "layers.1.self_attn", 2
-    if family == "stablelm":  # per-head LayerNorms applied to (B, H, T, hd), partial rotary
-        return T.StableLmModel(T.StableLmConfig(**C, num_key_value_heads=2, qk_layernorm=True,
-                                                partial_rotary_factor=0.5)), "layers.1.self_attn", 2
-    if family == "persimmon":  # fused per-head query_key_value, QK LayerNorm, partial rotary
-        return T.PersimmonModel(T.PersimmonConfig(**C, qk_layernorm=True, partial_rotary_factor=0.5)), \
-            "layers.1.self_attn", 4
     if family == "gpt-oss":  # an attention sink per head takes a share of each row's softmax
         sink = dict(m.named_modules())[A].sinks.view(1, 1, -1, 1).expand(*s.shape[:3], 1)
         s = torch.cat([s, sink], -1)
