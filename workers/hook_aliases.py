@@ -95,26 +95,39 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
         kids = dict(modules[b].named_children())
         attn = next((f"{b}.{c}" for c in ATTN_CHILD if c in kids), None)
         mlp = f"{b}.mlp" if "mlp" in kids else b
-        norms = [f"{b}.{c}" for c, m in kids.items() if _is_norm(m)]
+        norms = [c for c, m in kids.items() if _is_norm(m)]
+        # sandwich / post-norm blocks (Gemma 2 and 3, OLMo 2) normalise each sublayer's output before it
+        # joins the residual stream: that norm's output is what the sublayer adds
+        sandwich = any(c.startswith("post_feedforward") for c in norms)
         p = f"blocks.{i}"
         out[f"{p}.hook_resid_pre"] = (b, "input", None)
         out[f"{p}.hook_resid_post"] = (b, "output", None)
         if attn:
-            if not _adds_residual(modules[attn]):
+            if sandwich and "post_attention_layernorm" in kids:
+                out[f"{p}.hook_attn_out"] = (f"{b}.post_attention_layernorm", "output", None)
+            elif not _adds_residual(modules[attn]):
                 out[f"{p}.hook_attn_out"] = (attn, "output", None)
             for tl, kind in ATTN_KINDS.items():
                 if kind in ("q_rot", "k_rot") and not rotary:
                     continue
                 out[f"{p}.attn.{tl}"] = (attn, "output", kind)
-        if "mlp" in kids and not _adds_residual(modules[mlp]):
+        if sandwich:
+            out[f"{p}.hook_mlp_out"] = (f"{b}.{next(c for c in norms if c.startswith('post_feedforward'))}", "output", None)
+        elif "mlp" in kids and not _adds_residual(modules[mlp]):
             out[f"{p}.hook_mlp_out"] = (mlp, "output", None)
         out[f"{p}.mlp.hook_pre"] = (mlp, "output", "pre")
         out[f"{p}.mlp.hook_post"] = (mlp, "output", "post")
-        if len(norms) >= 2:
-            out[f"{p}.ln1.hook_normalized"] = (norms[0], "output", None)
-            out[f"{p}.ln2.hook_normalized"] = (norms[1], "output", None)
+        pre = [c for c in norms if not c.startswith("post_")] if sandwich else norms  # the norms sublayers read
+        if "input_layernorm" in pre:  # the attention's norm, wherever it was registered (Falcon: second)
+            pre = ["input_layernorm"] + [c for c in pre if c != "input_layernorm"]
+        if sandwich and "mlp" in kids and len(pre) < 2 and not parallel:  # OLMo 2: no norm before the MLP
+            out[f"{p}.hook_resid_mid"] = (mlp, "input", None)
+        if len(pre) >= 1 and (len(pre) >= 2 or not sandwich) and len(norms) >= 2:
+            out[f"{p}.ln1.hook_normalized"] = (f"{b}.{pre[0]}", "output", None)
+        if len(pre) >= 2:
+            out[f"{p}.ln2.hook_normalized"] = (f"{b}.{pre[1]}", "output", None)
             if not parallel:
-                out[f"{p}.hook_resid_mid"] = (norms[1], "input", None)
+                out[f"{p}.hook_resid_mid"] = (f"{b}.{pre[1]}", "input", None)
     finals = [n for n, m in modules.items() if _is_norm(m) and not n.startswith(blocks + ".")
               and "embeddings" not in n and n.count(".") <= 1]
     if finals:

@@ -127,6 +127,13 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
     return out
 
 
+def _own(x):
+    """A copy of a tensor seen by a hook: the model may change it in place later in the same forward
+    (Falcon adds the attention output into the MLP's output tensor, ``mlp_output += attention_output``),
+    and a reference would then hold the changed values."""
+    return x.detach().clone() if isinstance(x, torch.Tensor) else x
+
+
 def check_probabilities(mod_name: str, w: torch.Tensor, out: torch.Tensor) -> None:
     """Refuse a second output that is not attention probabilities of this batch: (B, H, Tq, Tk) of
     values in [0, 1] whose rows sum to at most 1 (less where every key is masked, or where an
@@ -197,7 +204,7 @@ class Capture:
         def hook(_mod, args, kwargs):
             for t in taps:
                 if t.what == "in" and self._keep(t):
-                    self._seen[t].append(args[0] if args else next(iter(kwargs.values()), None))
+                    self._seen[t].append(_own(args[0] if args else next(iter(kwargs.values()), None)))
                 elif t.what.startswith("kw:") and self._keep(t):
                     self._seen[t].append(kwargs.get(t.what[3:]))
         return hook
@@ -207,7 +214,7 @@ class Capture:
             self._count[mod_name] = self._count.get(mod_name, 0) + 1
             for t in taps:
                 if t.what == "out" and self._keep(t):
-                    self._seen[t].append(first_tensor(output))
+                    self._seen[t].append(_own(first_tensor(output)))
                 elif t.what == "out1" and self._keep(t):
                     w = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
                     if w is None:
