@@ -242,6 +242,21 @@ def _apply_rotary(attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, pe) -
     return qr.transpose(1, 2), kr.transpose(1, 2)
 
 
+def mask_bias(mask, s: torch.Tensor) -> torch.Tensor | float:
+    """The biases an additive float attention mask carries on the keys it does not mask, as
+    (B | 1, Tq, H | 1, Tk) to add to scores ``s`` (B, Tq, H, Tk): 0 for plain causal/padding masks;
+    BEiT's relative position bias and Falcon's folded ALiBi.  Masked entries (below half the dtype's
+    minimum, or -inf) add nothing: ``:scores`` are before the mask.  Boolean masks carry no bias.
+    Raises HookError when the mask's shape does not match the scores'."""
+    if not isinstance(mask, torch.Tensor) or not mask.is_floating_point() or mask.dim() != 4:
+        return 0.0
+    m = mask[..., -s.shape[1]:, -s.shape[-1]:]
+    if m.shape[-2:] != (s.shape[1], s.shape[-1]) or m.shape[1] not in (1, s.shape[2]):
+        raise HookError(f"attention mask {tuple(mask.shape)} does not match scores {tuple(s.shape)}")
+    kept = m > torch.finfo(m.dtype).min / 2
+    return torch.where(kept, m, torch.zeros((), dtype=m.dtype, device=m.device)).float().transpose(1, 2)
+
+
 def has_rotary(modules: dict) -> bool:
     return any(type(m).__name__.endswith("RotaryEmbedding") for m in modules.values())
 
@@ -284,12 +299,13 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
         scale = next((float(v) for a in ("scaling", "scale", "softmax_scale", "inv_norm_factor")
                       if isinstance(v := getattr(attn, a, None), (int, float)) and v), hd ** -0.5)
         biased = kind == "scores" and bias_arg is not None
-        if biased and bias_arg == "alibi" and getattr(cfg, "alibi", False):
-            raise HookError(f"{type(attn).__name__} with ALiBi also folds its biases into the attention mask, so "
-                            f"its scores cannot be rebuilt from q, k and the biases; use :probs")
         beta = float(getattr(attn, "beta", 1.0)) if biased else 0.0  # BLOOM, MPT: 1; Falcon: 1/sqrt(hd)
+        at_bias = len(taps)
         if biased:
             taps.append(Tap(module, f"kw:{bias_arg}"))
+        at_mask = len(taps)
+        if kind == "scores":  # an additive float mask may carry biases too (BEiT's relative positions)
+            taps.append(Tap(module, "kw:attention_mask"))
 
         softcap = getattr(attn, "attn_logit_softcapping", None) if kind == "scores" else None  # Gemma 2
 
@@ -308,14 +324,15 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
             s = torch.einsum("bqhd,bkhd->bqhk", q.float(), k.float()) * scale
             if softcap:  # Gemma 2: cap·tanh(s / cap), before the biases and the mask
                 s = torch.tanh(s / softcap) * softcap
-            if biased and vals[-1] is None and getattr(attn, "has_relative_attention_bias", False):
+            bias = vals[at_bias] if biased else None
+            if biased and bias is None and getattr(attn, "has_relative_attention_bias", False):
                 raise HookError(f"{type(attn).__name__} computes its relative position bias inside the module "
                                 "(T5's first layer): its :scores cannot be rebuilt; use :probs or a later layer")
-            if biased and vals[-1] is not None:  # (B·H | H, 1 | Tq, Tk) → (B | 1, Tq | 1, H, Tk)
-                b = vals[-1].float()
+            if bias is not None:  # (B·H | H, 1 | Tq, Tk) → (B | 1, Tq | 1, H, Tk)
+                b = bias.float()
                 b = b.reshape(-1, q.shape[2], *b.shape[-2:])[..., -s.shape[1]:, -s.shape[-1]:].transpose(1, 2)
                 s = s + beta * b
-            return s
+            return s + mask_bias(vals[at_mask], s)
         return Plan(taps, scores, rotary=rotary)
     if kind == "probs":
         if not any(m in module.rsplit(".", 1)[-1].lower() for m in ATTN_MARKERS + ("self",)):

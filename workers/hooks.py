@@ -127,6 +127,22 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
     return out
 
 
+def _argument(mod: torch.nn.Module, name: str, args: tuple, kwargs: dict):
+    """The value of ``mod.forward``'s parameter ``name`` in this call, passed by keyword or by position
+    (BLOOM passes ``alibi`` by keyword, older code by position); None when not passed."""
+    if name in kwargs:
+        return kwargs[name]
+    if not args:
+        return None
+    import inspect
+
+    try:
+        bound = inspect.signature(mod.forward).bind_partial(*args)
+    except (TypeError, ValueError):
+        return None
+    return bound.arguments.get(name)
+
+
 def _own(x):
     """A copy of a tensor seen by a hook: the model may change it in place later in the same forward
     (Falcon adds the attention output into the MLP's output tensor, ``mlp_output += attention_output``),
@@ -206,7 +222,7 @@ class Capture:
                 if t.what == "in" and self._keep(t):
                     self._seen[t].append(_own(args[0] if args else next(iter(kwargs.values()), None)))
                 elif t.what.startswith("kw:") and self._keep(t):
-                    self._seen[t].append(kwargs.get(t.what[3:]))
+                    self._seen[t].append(_argument(_mod, t.what[3:], args, kwargs))
         return hook
 
     def _post(self, mod_name: str, taps: list[Tap]):

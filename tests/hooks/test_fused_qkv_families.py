@@ -3,12 +3,13 @@
 Layouts: GPT-NeoX (Pythia) and BLOOM ``query_key_value`` per head [q|k|v]; Falcon's three (per head,
 multi-query, grouped ``new_decoder_architecture``); Phi-3 ``qkv_proj`` and GPT-BigCode multi-query
 ``c_attn`` with fewer key/value heads; MPT ``Wqkv``.  Score biases: BLOOM's ALiBi and MPT's
-``position_bias``; QK-norm before rotary (Gemma 3, Qwen3, OLMo 2, Cohere, StableLM, Persimmon), Gemma 2's logit soft-capping and
+``position_bias``, Falcon's ALiBi (passed to the attention and also folded into its float mask, whose
+unmasked entries are added like BEiT's relative position bias); QK-norm before rotary (Gemma 3, Qwen3, OLMo 2, Cohere, StableLM, Persimmon), Gemma 2's logit soft-capping and
 GPT-OSS's attention sinks.  Each is checked two ways with ``output_attentions`` as the reference:
 softmax(:scores) on the keys the model attends to equals its probabilities (q, k, rotary, scale and bias
 right), and probabilities × :v per head equals :z, the input of the output projection (v right).
-Where the scores cannot be rebuilt (Falcon with ALiBi, T5's first layer) or the second output is not
-probabilities (T5), the kind is a HookError, never stored wrong."""
+Where the scores cannot be rebuilt (T5's first layer) or the second output is not probabilities (T5),
+the kind is a HookError, never stored wrong."""
 from __future__ import annotations
 
 import pytest
@@ -65,13 +66,15 @@ def _model(family: str):
             m.layers[1].self_attn.sinks.normal_()
         return m, "layers.1.self_attn", 2
     kw = {"falcon-per-head": dict(multi_query=False, new_decoder_architecture=False),
+          "falcon-alibi": dict(alibi=True, multi_query=False, new_decoder_architecture=False),
           "falcon-mqa": dict(multi_query=True, new_decoder_architecture=False),
           "falcon-grouped": dict(num_kv_heads=2, new_decoder_architecture=True)}[family]
-    kv = {"falcon-per-head": 4, "falcon-mqa": 1, "falcon-grouped": 2}[family]
+    kv = {"falcon-per-head": 4, "falcon-alibi": 4, "falcon-mqa": 1, "falcon-grouped": 2}[family]
     return T.FalconModel(T.FalconConfig(**FALCON, **kw)), "h.1.self_attention", kv
 
 
 FAMILIES = ["neox", "phi3", "bigcode-mqa", "bloom", "mpt", "falcon-per-head", "falcon-mqa", "falcon-grouped",
+            "falcon-alibi",
             "gemma2", "gemma3", "qwen3", "olmo2", "cohere", "stablelm", "persimmon", "gpt-oss"]
 
 
@@ -98,18 +101,11 @@ def test_fused_qkv_scores_and_values_match_the_models_attention(family):
     assert torch.allclose(got[f"{A}:z"], z, atol=1e-5)
 
 
-def test_unrebuildable_scores_and_non_probabilities_are_refused():
+def test_t5_unrebuildable_scores_and_non_probabilities_are_refused():
     import transformers as T
 
     torch.manual_seed(0)
     ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(1))
-    falcon = T.FalconModel(T.FalconConfig(**FALCON, alibi=True)).eval()
-    with pytest.raises(HookError, match="ALiBi"):
-        capture(falcon, ["h.1.self_attention:scores"], key_len=9, input_ids=ids)
-    got = capture(falcon, ["h.1.self_attention:probs"], key_len=9, input_ids=ids)  # its probabilities still work
-    ref = direct(falcon, [], input_ids=ids)["attentions"][1].transpose(1, 2)
-    assert torch.allclose(got["h.1.self_attention:probs"], ref, atol=1e-6)
-
     t5 = T.T5EncoderModel(T.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)).eval()
     first, later = "encoder.block.0.layer.0.SelfAttention", "encoder.block.1.layer.0.SelfAttention"
     with pytest.raises(HookError, match="relative position bias"):
@@ -168,3 +164,23 @@ def test_exported_w_q_w_k_split_fused_weights_like_the_activations(family):
         assert W.shape == (heads, 32, 8)
         ref = torch.einsum("btd,hde->bthe", got[f"{fused}:input"], W)
         assert torch.allclose(ref, got[f"{A}:{w.lower()}"], atol=1e-5), w
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_beit_scores_include_the_relative_position_bias(shared):
+    """BEiT passes its relative position bias (per layer or shared) as the attention's float mask."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    cfg = T.BeitConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, use_relative_position_bias=not shared,
+                       use_shared_relative_position_bias=shared)
+    m = T.BeitModel(cfg).eval()
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "relative_position_bias_table" in n:
+                p.normal_()
+    px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    got = capture(m, ["layers.1.attention:scores"], pixel_values=px)
+    probs = direct(m, [], pixel_values=px)["attentions"][1].transpose(1, 2)
+    assert torch.allclose(torch.softmax(got["layers.1.attention:scores"], -1), probs, atol=1e-5)
