@@ -172,8 +172,9 @@ def _print_info(uri: str) -> None:
     m = ds.manifest
     disk, total = _disk_bytes(ds)
     t = Table(title=f"{uri}  ({m.status})", show_header=True)
-    for c in ("hook", "shape", "dtype", "codec", "values", "on disk"):
-        t.add_column(c)
+    t.add_column("hook", overflow="fold")  # long hook names wrap on narrow terminals, never "…"
+    for c in ("shape", "dtype", "codec", "values", "on disk"):
+        t.add_column(c, no_wrap=True)
     for name, h in m.hooks.items():
         t.add_row(name, "×".join(map(str, h.shape)), h.dtype, h.codec, _human(h.row_bytes * ds.num_rows),
                   _human(disk.get(name, 0)))

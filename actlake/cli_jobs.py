@@ -57,7 +57,7 @@ def list_cmd(address: Optional[str] = ADDRESS, token: Optional[str] = TOKEN) -> 
 
     t = Table(show_header=True)
     for c in ("job id", "state", "out"):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")  # ids and paths wrap on narrow terminals, never "…"
     for r in list_jobs(address, token):
         t.add_row(r["job_id"], r["state"], r["out"])
     out.print(t)

@@ -106,13 +106,17 @@ class JobSpec(BaseModel):
         return self.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
 
     def with_absolute_paths(self) -> JobSpec:
-        """This job with a local relative ``out`` and ``data.path`` made absolute against this
-        process's working directory (``~`` expanded; URLs such as ``s3://`` unchanged).  Drivers call
+        """This job with a local relative ``out``, ``data.path`` and model directory made absolute
+        against this process's working directory (``~`` expanded; URLs such as ``s3://`` unchanged).  Drivers call
         it before shipping the job to Ray actors, whose working directory is the cluster's, not the
         shell's, and so that the stored sources (``ActivationDataset.documents``) lead back to the
-        files from anywhere.  ``out`` is not part of the job's identity; an absolute ``data.path`` is,
-        so ``corpus/`` and ``/abs/corpus/`` resume the same job."""
+        files from anywhere.  ``out`` is not part of the job's identity; absolute ``data.path`` and
+        ``model`` are, so ``corpus/`` and ``/abs/corpus/`` (or ``../m`` and ``/abs/m``) resume the same
+        job."""
         update: dict[str, Any] = {}
+        model = os.path.expanduser(self.model)
+        if os.path.isfile(os.path.join(model, "config.json")) and os.path.abspath(model) != self.model:
+            update["model"] = os.path.abspath(model)  # a local model directory, as typed
         out = _absolute(self.out)
         if out != self.out:
             update["out"] = out

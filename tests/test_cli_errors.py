@@ -206,8 +206,10 @@ def test_resume_through_any_spelling_and_a_copy(ray_local, tmp_path, tiny_gpt2, 
     m["status"], m["num_rows"], m["num_fragments"] = "writing", None, None
     (copy / "actlake.json").write_text(json.dumps(m))
     monkeypatch.chdir(tmp_path)
-    # relative, with a trailing slash, another folder than the one the job was started in
-    actlake.extract(job(tiny_gpt2, text_corpus, "./copied/", fragment_tokens=64))
+    # relative, with a trailing slash, another folder than the one the job was started in; the model
+    # directory and the data spelled relative too (the job was started with absolute ones)
+    rel_model, rel_data = os.path.relpath(tiny_gpt2, tmp_path), os.path.relpath(text_corpus, tmp_path)
+    actlake.extract(job(rel_model + "/", rel_data, "./copied/", fragment_tokens=64))
     resumed = actlake.open_dataset(str(copy))
     assert resumed.manifest.status == "complete" and resumed.num_rows == want
     for spelling in (str(out) + "/", "o", f"{tmp_path}/./o"):  # already complete: nothing to do, no refusal

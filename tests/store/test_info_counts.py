@@ -61,3 +61,18 @@ def test_info_shows_the_packing_rules(tmp_path):
         res = CliRunner().invoke(app, ["info", uri])
         assert res.exit_code == 0, res.output
         assert want in " ".join(res.output.split()), res.output
+
+
+def test_info_names_every_hook_whole_on_a_narrow_terminal(tmp_path):
+    """Hook names longer than the column wrap instead of ending in "…" (80 columns, as when piped)."""
+    names = [f"gpt_neox.layers.1.attention:{k}" for k in ("q", "k", "scores", "probs")]
+    w = DatasetWriter(str(tmp_path / "d"), {n: ((2,), "float32") for n in names}, chunk_rows=8)
+    prov = pa.table({"doc_id": np.zeros(3, np.int64), "context_id": np.zeros(3, np.int64),
+                     "context_pos": np.arange(3, dtype=np.int32), "token_id": np.zeros(3, np.int32)})
+    w.add({n: np.ones((3, 2), np.float32) for n in names}, prov)
+    res = CliRunner().invoke(app, ["info", w.close()], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.output
+    cells = "".join(line.split("│")[1].strip() for line in res.output.splitlines() if line.startswith("│"))
+    for n in names:
+        assert n in cells, (n, res.output)
