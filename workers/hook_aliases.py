@@ -4,7 +4,7 @@ paths, found by name in the real module tree:
 
 - blocks: the ``ModuleList`` with ``num_hidden_layers`` children that hold an attention module;
 - attention: the block child named ``self_attn``/``attn``/``attention``/``self_attention``; MLP: the
-  child ``mlp`` (else the block itself, for BERT-style ``intermediate``/``output`` pairs);
+  child ``mlp``/``ffn``/``feed_forward`` (else the block itself, for BERT-style ``intermediate``/``output`` pairs);
   ``hook_attn_out``/``hook_mlp_out`` only where that module's output is not already added to the
   residual stream (BLOOM's modules take the ``residual`` and return the sum: no alias there);
 - ``ln1``/``ln2``: the block's first/second direct ``*Norm`` child (pre-LN models); ``hook_resid_mid``
@@ -25,6 +25,7 @@ import torch
 from actlake.workers.hook_kinds import has_rotary
 
 ATTN_CHILD = ("self_attn", "attn", "attention", "self_attention")
+MLP_CHILD = ("mlp", "ffn", "feed_forward")  # MPT: ffn; InternLM2, Jamba: feed_forward
 # TransformerLens attention hook → our kind
 ATTN_KINDS = {"hook_q": "q", "hook_k": "k", "hook_v": "v", "hook_rot_q": "q_rot", "hook_rot_k": "k_rot",
               "hook_z": "z", "hook_attn_scores": "scores", "hook_pattern": "probs"}
@@ -94,7 +95,8 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
         b = f"{blocks}.{i}"
         kids = dict(modules[b].named_children())
         attn = next((f"{b}.{c}" for c in ATTN_CHILD if c in kids), None)
-        mlp = f"{b}.mlp" if "mlp" in kids else b
+        mlp_child = next((c for c in MLP_CHILD if c in kids), None)
+        mlp = f"{b}.{mlp_child}" if mlp_child else b
         norms = [c for c, m in kids.items() if _is_norm(m)]
         # sandwich / post-norm blocks (Gemma 2 and 3, OLMo 2) normalise each sublayer's output before it
         # joins the residual stream: that norm's output is what the sublayer adds
@@ -113,14 +115,14 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
                 out[f"{p}.attn.{tl}"] = (attn, "output", kind)
         if sandwich:
             out[f"{p}.hook_mlp_out"] = (f"{b}.{next(c for c in norms if c.startswith('post_feedforward'))}", "output", None)
-        elif "mlp" in kids and not _adds_residual(modules[mlp]):
+        elif mlp_child and not _adds_residual(modules[mlp]):
             out[f"{p}.hook_mlp_out"] = (mlp, "output", None)
         out[f"{p}.mlp.hook_pre"] = (mlp, "output", "pre")
         out[f"{p}.mlp.hook_post"] = (mlp, "output", "post")
         pre = [c for c in norms if not c.startswith("post_")] if sandwich else norms  # the norms sublayers read
         if "input_layernorm" in pre:  # the attention's norm, wherever it was registered (Falcon: second)
             pre = ["input_layernorm"] + [c for c in pre if c != "input_layernorm"]
-        if sandwich and "mlp" in kids and len(pre) < 2 and not parallel:  # OLMo 2: no norm before the MLP
+        if sandwich and mlp_child and len(pre) < 2 and not parallel:  # OLMo 2: no norm before the MLP
             out[f"{p}.hook_resid_mid"] = (mlp, "input", None)
         if len(pre) >= 1 and (len(pre) >= 2 or not sandwich) and len(norms) >= 2:
             out[f"{p}.ln1.hook_normalized"] = (f"{b}.{pre[0]}", "output", None)
