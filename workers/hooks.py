@@ -80,9 +80,13 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
     aliases = alias_table(model)
     out: list[ResolvedHook] = []
     unknown: list[str] = []
+    tower = getattr(model, "actlake_tower_prefix", None)  # "vision_model." of a dual encoder's full paths
     for spec in specs:
-        hits = [(h, h, spec.io, spec.kind) for h in match_pattern(spec.module, names)]
-        for a in match_pattern(spec.module, list(aliases)):
+        module = spec.module
+        if tower and module.startswith(tower) and not match_pattern(module, names):
+            module = module[len(tower):]  # CLIPModel's vision_model.encoder.layers.1 → the tower's encoder.layers.1
+        hits = [(h, h, spec.io, spec.kind) for h in match_pattern(module, names)]
+        for a in match_pattern(module, list(aliases)):
             mod, io, kind = aliases[a]
             if spec.kind and kind:
                 raise HookError(f"hook {spec.name!r}: alias {a} already names a kind (:{kind})")

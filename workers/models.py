@@ -89,6 +89,9 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
     cls = getattr(transformers, arch, None) if arch else None
     if cls is None:
         cls = transformers.AutoModel
+    tower = vision_tower_class(cfg, arch) if vision else None
+    if tower is not None:
+        cls = tower  # CLIPModel → CLIPVisionModel: images never run the text tower
     dev = pick_device(device)
     try:
         net = cls.from_pretrained(path, dtype=TORCH[compute_dtype])
@@ -96,11 +99,14 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
         raise ModelError(f"cannot load model from {path}: {type(e).__name__}: {e}") from None
     net.eval().to(dev)
     keep_all_patches(net)
+    if tower is not None:
+        net.actlake_tower_prefix = "vision_model."  # hooks may use the full model's module paths
     weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
     info = ModelInfo(
         id=model_id,
         revision=revision,
-        architecture=arch or type(net).__name__,
+        architecture=(f"{type(net).__name__} (vision tower of {arch})" if tower is not None else
+                      arch or type(net).__name__),
         config_sha256=hashlib.sha256(json.dumps(json.loads(cfg_text), sort_keys=True).encode()).hexdigest(),
         weights_sha256=_sha256_files(weights) if weights else None,
         kind="vision" if vision else "text",
@@ -155,13 +161,28 @@ def keep_all_patches(net: Any) -> int:
     return n
 
 
+def vision_tower_class(cfg: Any, arch: str | None) -> Any:
+    """The vision-tower class of a dual encoder (``CLIPModel`` → ``CLIPVisionModel``, ``SiglipModel`` →
+    ``SiglipVisionModel``, …: a config with both ``vision_config`` and ``text_config``), or None.
+    Loading it from the full checkpoint keeps the vision weights only; its module paths are the
+    ones under ``vision_model.`` of the full model, and hook aliases (``blocks.L…``) name its blocks."""
+    import transformers
+
+    if not arch or not arch.endswith("Model") or getattr(cfg, "vision_config", None) is None \
+            or getattr(cfg, "text_config", None) is None:
+        return None
+    return getattr(transformers, arch[: -len("Model")] + "VisionModel", None)
+
+
 def _image_size(cfg: Any) -> int:
+    cfg = getattr(cfg, "vision_config", None) or cfg
     size = getattr(cfg, "image_size", None) or 224
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
 def is_vision_model(model: str, revision: str | None = None) -> bool:
-    """Whether a model takes images (its config has an image size or a vision sub-config)."""
+    """Whether a model takes images: its config has an image size or channel count, or it is a dual
+    encoder with a vision tower (``CLIPModel``, ``SiglipModel``: see ``vision_tower_class``)."""
     import transformers
 
     path, _ = resolve_model_dir(model, revision)
@@ -169,4 +190,6 @@ def is_vision_model(model: str, revision: str | None = None) -> bool:
         cfg = transformers.AutoConfig.from_pretrained(path)
     except Exception as e:
         raise ModelError(f"cannot read model config in {path}: {e}") from None
-    return getattr(cfg, "image_size", None) is not None or getattr(cfg, "num_channels", None) is not None
+    arch = (getattr(cfg, "architectures", None) or [None])[0]
+    return (getattr(cfg, "image_size", None) is not None or getattr(cfg, "num_channels", None) is not None
+            or vision_tower_class(cfg, arch) is not None)  # a dual encoder (CLIP, SigLIP): its vision tower

@@ -129,3 +129,32 @@ def test_convnext_stage_maps_from_the_tensor(tmp_path, image_folder):
         w.lm.model(pixel_values=px)
     h.remove()
     assert torch.allclose(torch.from_numpy(arrays["encoder.stages.1.layers.0:pre"]), pre["x"][img, r, c], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_dual_encoder_checkpoint_runs_its_vision_tower(tmp_path, image_folder, family):
+    """A full CLIPModel / SiglipModel checkpoint (how CLIP is usually published) is an image model: its
+    vision tower is loaded alone, hooks take the tower's paths, the full model's ``vision_model.…`` paths
+    or the block aliases, and rows equal the full model's own vision hidden states."""
+    import transformers as T
+
+    from actlake.workers.models import is_vision_model
+
+    torch.manual_seed(0)
+    tower = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64)
+    text = dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    if family == "clip":
+        m = T.CLIPModel(T.CLIPConfig(text_config=text, vision_config=tower, projection_dim=16))
+    else:
+        m = T.SiglipModel(T.SiglipConfig(text_config=text, vision_config=tower))
+    d = save_vision(m, tmp_path / "m", size=32, processor="clip" if family == "clip" else "vit")
+    assert is_vision_model(str(d))
+    w, arrays, prov, px = run_vision_unit(d, ["vision_model.encoder.layers.1", "blocks.0.hook_resid_post"],
+                                          image_folder, tmp_path / "o")
+    assert w.lm.info.architecture.startswith(f"{type(m).__name__[:-5]}VisionModel")
+    with torch.no_grad():
+        hs = m.eval().vision_model(pixel_values=px, output_hidden_states=True).hidden_states  # (B, T, D) per layer
+    img, pos = prov.column("image_id").to_numpy(), prov.column("context_pos").to_numpy()
+    assert torch.allclose(torch.from_numpy(arrays["encoder.layers.1"]), hs[2][img, pos], atol=1e-5)
+    assert torch.allclose(torch.from_numpy(arrays["blocks.0.hook_resid_post"]), hs[1][img, pos], atol=1e-5)
