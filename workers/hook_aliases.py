@@ -131,7 +131,8 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
             if not parallel:
                 out[f"{p}.hook_resid_mid"] = (f"{b}.{pre[1]}", "input", None)
     finals = [n for n, m in modules.items() if _is_norm(m) and not n.startswith(blocks + ".")
-              and "embeddings" not in n and n.count(".") <= 1]
+              and "embeddings" not in n and n.count(".") <= 1
+              and not any(p in n.split(".")[0] for p in ("head", "pooler"))]  # SigLIP's pooling head
     if finals:
         out["ln_final.hook_normalized"] = (finals[-1], "output", None)
     return out

@@ -76,8 +76,25 @@ def _module_rows(model: torch.nn.Module, inputs: dict, vision: bool) -> list[Hoo
                 shape, layout = [int(t.shape[1])], "spatial"
             else:
                 shape, layout = [int(s) for s in t.shape[2:]], "tokens"
+                if vision and not _holds_image_tokens(model, t, inputs):
+                    continue
             rows.append(HookRow(name + suffix, name, shape, layout, calls=calls))
     return rows
+
+
+def _holds_image_tokens(model: torch.nn.Module, t: torch.Tensor, inputs: dict) -> bool:
+    """Whether a vision (B, T, ...) map has the image's tokens (patch grid plus cls/distillation/register
+    tokens), as extraction requires; pooled heads (SigLIP's attention-pooling ``head``: one token) do not."""
+    from actlake.workers.capture_vision import patch_size, token_layout
+
+    p, px = patch_size(model), inputs.get("pixel_values")
+    if p is None or not isinstance(px, torch.Tensor):
+        return True
+    try:
+        token_layout(model, int(t.shape[1]), (int(px.shape[-2]) // p, int(px.shape[-1]) // p))
+    except HookError:
+        return False
+    return True
 
 
 def _activation_kinds(model: torch.nn.Module, calls: dict[str, int]) -> list[str]:
@@ -98,7 +115,8 @@ def catalog(model: torch.nn.Module, vision: bool, processor=None, key_len: int |
 
     Hooks that resolve but do not give rows (an alias on a pooled output, such as CLIP-vision's
     ``post_layernorm`` behind ``ln_final.hook_normalized``) are left out, as are module outputs that
-    are not (batch, seq, ...) or conv maps."""
+    are not (batch, seq, ...) or conv maps, and vision token maps that do not hold the image's tokens
+    (SigLIP's one-token pooling ``head``): what is listed can be extracted."""
     inputs = _dummy_inputs(model, vision, processor, T=min(8, key_len or 8))
     rows = _module_rows(model, inputs, vision)
     aliases = alias_table(model)
@@ -132,6 +150,8 @@ def catalog(model: torch.nn.Module, vision: bool, processor=None, key_len: int |
                 try:
                     shape, layout = row_layout(h, out[h.name], vision)
                 except HookError:
+                    continue
+                if vision and layout == "tokens" and not _holds_image_tokens(model, out[h.name], inputs):
                     continue
                 rows.append(HookRow(h.name, h.module_name, shape, layout, alias_of=alias_of))
     uniq = {r.name: r for r in rows}

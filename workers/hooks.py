@@ -93,6 +93,9 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
             if spec.io == "input" and (kind or io == "input"):
                 raise HookError(f"hook {spec.name!r}: ':input' does not apply to alias {a}")
             hits.append((a, mod, "input" if spec.io == "input" else io, spec.kind or kind))
+        if not hits and tower and module.startswith("text_model."):
+            raise HookError(f"hook {spec.name!r}: this dual-encoder checkpoint runs only its vision tower on images "
+                            "(text_model.* is not loaded); hook the vision tower (`actlake hooks MODEL` lists it)")
         if not hits:
             pool = names + list(aliases)
             close = difflib.get_close_matches(spec.module, pool, n=5, cutoff=0.5)
@@ -299,7 +302,7 @@ class Capture:
                         raise HookError(f"hook {h.name}: :{h.kind} cannot be computed for "
                                         f"{type(self.model).__name__} ({str(e).splitlines()[0][:160]})") from None
                     if is_key_axis(h.kind):
-                        t = pad_keys(t, h.plan.meta.get("key_len"))
+                        t = pad_keys(_zero_padding_keys(t, inputs), h.plan.meta.get("key_len"))
                 per_call.append(unflatten_tokens(t, inputs).detach())
             self.out[h.name] = per_call[0] if h.call != "all" else torch.stack(per_call, dim=2)
         return self.out
@@ -308,6 +311,18 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+def _zero_padding_keys(t: torch.Tensor, inputs: dict) -> torch.Tensor:
+    """(B, T, H, K) scores/probs with the keys the batch's ``attention_mask`` (B, K) marks as padding set
+    to 0: a context shorter than the batch's is padded, and its scores against pad tokens are not
+    the model's (its probabilities there are 0 already)."""
+    mask = inputs.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or t.dim() != 4 or mask.shape[0] != t.shape[0] \
+            or mask.shape[1] < t.shape[-1] or bool(mask.all()):
+        return t
+    keep = mask[:, None, None, : t.shape[-1]].to(torch.bool)
+    return t.masked_fill(~keep, 0)
 
 
 def unflatten_tokens(t: torch.Tensor, inputs: dict) -> torch.Tensor:

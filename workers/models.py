@@ -93,10 +93,17 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
     if tower is not None:
         cls = tower  # CLIPModel → CLIPVisionModel: images never run the text tower
     dev = pick_device(device)
+    quiet = tower is not None  # its load report would list every text-tower weight as unexpected
+    level = transformers.logging.get_verbosity()
+    if quiet:
+        transformers.logging.set_verbosity_error()
     try:
         net = cls.from_pretrained(path, dtype=TORCH[compute_dtype])
     except Exception as e:
         raise ModelError(f"cannot load model from {path}: {type(e).__name__}: {e}") from None
+    finally:
+        if quiet:
+            transformers.logging.set_verbosity(level)
     net.eval().to(dev)
     keep_all_patches(net)
     if tower is not None:

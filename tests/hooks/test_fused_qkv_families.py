@@ -184,3 +184,22 @@ def test_beit_scores_include_the_relative_position_bias(shared):
     got = capture(m, ["layers.1.attention:scores"], pixel_values=px)
     probs = direct(m, [], pixel_values=px)["attentions"][1].transpose(1, 2)
     assert torch.allclose(torch.softmax(got["layers.1.attention:scores"], -1), probs, atol=1e-5)
+
+
+def test_scores_against_padding_keys_are_zero():
+    """A context shorter than its batch is padded: its :scores against the pad keys are 0 like its
+    :probs (and, with a store's longer key axis, like the keys past the batch)."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    m = T.LlamaModel(T.LlamaConfig(**C, num_key_value_heads=2)).eval()
+    ids = torch.randint(3, 100, (2, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # the second context has 6 tokens
+    A = "layers.1.self_attn"
+    got = capture(m, [f"{A}:scores", f"{A}:probs"], key_len=12, input_ids=ids, attention_mask=mask)
+    s = got[f"{A}:scores"]
+    assert s.shape == (2, 9, 4, 12)
+    assert (s[1, :, :, 6:] == 0).all() and (s[:, :, :, 9:] == 0).all()
+    assert (s[1, :6, :, :6] != 0).all() and (s[0, :, :, :9] != 0).all()
+    assert (got[f"{A}:probs"][1, :, :, 6:] == 0).all()

@@ -158,3 +158,15 @@ def test_dual_encoder_checkpoint_runs_its_vision_tower(tmp_path, image_folder, f
     img, pos = prov.column("image_id").to_numpy(), prov.column("context_pos").to_numpy()
     assert torch.allclose(torch.from_numpy(arrays["encoder.layers.1"]), hs[2][img, pos], atol=1e-5)
     assert torch.allclose(torch.from_numpy(arrays["blocks.0.hook_resid_post"]), hs[1][img, pos], atol=1e-5)
+    from actlake.schemas.errors import HookError
+    from actlake.schemas.hooks import parse_hooks
+    from actlake.workers.hook_catalog import catalog
+    from actlake.workers.hooks import resolve_hooks
+
+    with pytest.raises(HookError, match="only its vision tower"):
+        resolve_hooks(w.lm.model, parse_hooks(["text_model.encoder.layers.0"]))
+    rows = {r.name: r for r in catalog(w.lm.model, True, w.lm.processor)}
+    # SigLIP's attention-pooling head gives one token per image: not listed, not the final norm
+    assert not [n for n in rows if n.startswith("head") and n != "head:input"]
+    if family == "siglip":  # (CLIP's post_layernorm normalises the pooled CLS only: no rows, not listed)
+        assert rows["ln_final.hook_normalized"].alias_of == "post_layernorm"
