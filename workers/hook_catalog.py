@@ -69,7 +69,7 @@ def _module_rows(model: torch.nn.Module, inputs: dict, vision: bool) -> list[Hoo
     rows = []
     for name, (calls, x, y) in seen.items():
         for suffix, t in (("", y), (":input", x)):
-            t = unflatten_tokens(t, inputs)
+            t = unflatten_tokens(t, inputs, name)
             if not isinstance(t, torch.Tensor) or t.dim() < 3 or t.shape[0] != B or (T and t.shape[1] != T):
                 continue
             if vision and t.dim() == 4:

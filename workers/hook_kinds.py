@@ -114,6 +114,11 @@ def find_activation(modules: dict, root: str) -> str:
             and "pooler" not in n]
     if not hits and is_activation(root, modules[root]):
         return root
+    routed = [h for h in hits if any(seg in ("experts", "expert") for seg in h.split("."))]
+    if routed:
+        raise HookError(f"module {root!r} is a mixture of experts: {root}.{routed[0]} runs on the tokens routed to "
+                        "each expert, not on token rows; hook the MoE output (blocks.L.hook_mlp_out) or a shared "
+                        "expert's MLP")
     if len(hits) != 1:
         what = "no activation module" if not hits else f"{len(hits)} activation modules ({', '.join(hits)})"
         raise HookError(f"module {root!r} has {what}; name the MLP (or the activation itself) for :pre/:post")

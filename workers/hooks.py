@@ -303,7 +303,8 @@ class Capture:
                                         f"{type(self.model).__name__} ({str(e).splitlines()[0][:160]})") from None
                     if is_key_axis(h.kind):
                         t = pad_keys(_zero_padding_keys(t, inputs), h.plan.meta.get("key_len"))
-                per_call.append(unflatten_tokens(t, inputs).detach())
+                per_call.append(unflatten_tokens(t, inputs, h.plan.meta.get("module", h.module_name) if h.plan
+                                                 else h.module_name).detach())
             self.out[h.name] = per_call[0] if h.call != "all" else torch.stack(per_call, dim=2)
         return self.out
 
@@ -325,10 +326,20 @@ def _zero_padding_keys(t: torch.Tensor, inputs: dict) -> torch.Tensor:
     return t.masked_fill(~keep, 0)
 
 
-def unflatten_tokens(t: torch.Tensor, inputs: dict) -> torch.Tensor:
+def is_routed(module: str) -> bool:
+    """Whether a module runs on tokens routed to mixture-of-experts experts (a path through ``experts``):
+    its rows are (token, expert) pairs grouped by expert, not the batch's tokens in order."""
+    return any(seg in ("experts", "expert") for seg in module.split("."))
+
+
+def unflatten_tokens(t: torch.Tensor, inputs: dict, module: str = "") -> torch.Tensor:
     """(B·T, F) → (B, T, F) for text models that flatten the token axes inside a block (OPT runs its
-    MLP on ``hidden_states.reshape(-1, d)``, row-major over (batch, position)); anything else as is."""
+    MLP on ``hidden_states.reshape(-1, d)``, row-major over (batch, position)); anything else as is,
+    and never a module under MoE ``experts`` (``is_routed``: with one expert per token its row count is
+    B·T too, in expert order)."""
     ids = inputs.get("input_ids")
+    if is_routed(module):
+        return t
     if isinstance(t, torch.Tensor) and t.dim() == 2 and isinstance(ids, torch.Tensor) and ids.dim() == 2:
         b, n = ids.shape
         if b * n == t.shape[0] and n > 1:

@@ -65,3 +65,32 @@ def test_layer_norm_aliases_name_the_norm_each_sublayer_reads():
     assert ln["olmo2"] == {}  # post-norm: no norm before its sublayers
     assert ln["falcon-sequential"] == {"blocks.1.ln1.hook_normalized": "input_layernorm",
                                        "blocks.1.ln2.hook_normalized": "post_attention_layernorm"}
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_mixture_of_experts_mlp(top_k):
+    """Mixtral: hook_mlp_out is the MoE block's output (the residual sums hold); the experts' activation
+    runs on tokens routed to each expert, in expert order — :pre/:post and the expert modules' own
+    values are refused, never stored as token rows (with one expert per token their row count is the
+    batch's token count, which made them look like token rows)."""
+    import transformers as T
+
+    from actlake.schemas.errors import HookError
+    from actlake.schemas.hooks import parse_hooks
+    from actlake.workers.hook_catalog import catalog
+    from actlake.workers.hooks import resolve_hooks, row_layout
+
+    torch.manual_seed(0)
+    m = T.MixtralModel(T.MixtralConfig(**GQA, num_local_experts=4, num_experts_per_tok=top_k)).eval()
+    ids = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(3))
+    names = ["hook_resid_pre", "hook_attn_out", "hook_mlp_out", "hook_resid_post"]
+    g = {k.split(".")[-1]: v for k, v in capture(m, [f"blocks.1.{n}" for n in names], input_ids=ids).items()}
+    assert torch.allclose(g["hook_resid_post"], g["hook_resid_pre"] + g["hook_attn_out"] + g["hook_mlp_out"], atol=1e-5)
+    with pytest.raises(HookError, match="mixture of experts"):
+        resolve_hooks(m, parse_hooks(["blocks.1.mlp.hook_pre"]))
+    expert_act = resolve_hooks(m, parse_hooks(["layers.1.mlp.experts.act_fn"]))[0]
+    got = capture(m, ["layers.1.mlp.experts.act_fn"], input_ids=ids)["layers.1.mlp.experts.act_fn"]
+    assert got.dim() == 2  # (routed tokens, F): not reshaped into (batch, position, F)
+    with pytest.raises(HookError):
+        row_layout(expert_act, got, vision=False)
+    assert not [r.name for r in catalog(m, vision=False, key_len=8) if "experts" in r.name]
