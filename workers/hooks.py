@@ -80,7 +80,7 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
     aliases = alias_table(model)
     out: list[ResolvedHook] = []
     unknown: list[str] = []
-    tower = getattr(model, "actlake_tower_prefix", None)  # "vision_model." of a dual encoder's full paths
+    tower = getattr(model, "actlake_tower_prefix", None)  # "vision_model."/"text_model." of a dual encoder's paths
     for spec in specs:
         module = spec.module
         if tower and module.startswith(tower) and not match_pattern(module, names):
@@ -93,9 +93,12 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
             if spec.io == "input" and (kind or io == "input"):
                 raise HookError(f"hook {spec.name!r}: ':input' does not apply to alias {a}")
             hits.append((a, mod, "input" if spec.io == "input" else io, spec.kind or kind))
-        if not hits and tower and module.startswith("text_model."):
-            raise HookError(f"hook {spec.name!r}: this dual-encoder checkpoint runs only its vision tower on images "
-                            "(text_model.* is not loaded); hook the vision tower (`actlake hooks MODEL` lists it)")
+        other = {"vision_model.": "text_model.", "text_model.": "vision_model."}.get(tower or "")
+        if not hits and other and module.startswith(other):
+            data = "images" if tower == "vision_model." else "text"
+            raise HookError(f"hook {spec.name!r}: on {data} this dual-encoder checkpoint runs only its "
+                            f"{tower[:-7]} tower ({other}* is not loaded); hook the {tower[:-7]} tower (`actlake "
+                            f"hooks MODEL` lists the vision tower), or give it {'text' if data == 'images' else 'images'}")
         if not hits:
             pool = names + list(aliases)
             close = difflib.get_close_matches(spec.module, pool, n=5, cutoff=0.5)

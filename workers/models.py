@@ -89,11 +89,11 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
     cls = getattr(transformers, arch, None) if arch else None
     if cls is None:
         cls = transformers.AutoModel
-    tower = vision_tower_class(cfg, arch) if vision else None
+    tower = tower_class(cfg, arch, "Vision" if vision else "Text")
     if tower is not None:
-        cls = tower  # CLIPModel → CLIPVisionModel: images never run the text tower
+        cls = tower  # CLIPModel → CLIPVisionModel for images, CLIPTextModel for text: one tower runs
     dev = pick_device(device)
-    quiet = tower is not None  # its load report would list every text-tower weight as unexpected
+    quiet = tower is not None  # its load report would list every weight of the other tower as unexpected
     level = transformers.logging.get_verbosity()
     if quiet:
         transformers.logging.set_verbosity_error()
@@ -106,13 +106,13 @@ def load_model(model: str, revision: str | None, compute_dtype: str, device: str
             transformers.logging.set_verbosity(level)
     net.eval().to(dev)
     keep_all_patches(net)
-    if tower is not None:
-        net.actlake_tower_prefix = "vision_model."  # hooks may use the full model's module paths
+    if tower is not None:  # hooks may use the full model's module paths
+        net.actlake_tower_prefix = "vision_model." if vision else "text_model."
     weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin")]
     info = ModelInfo(
         id=model_id,
         revision=revision,
-        architecture=(f"{type(net).__name__} (vision tower of {arch})" if tower is not None else
+        architecture=(f"{type(net).__name__} ({'vision' if vision else 'text'} tower of {arch})" if tower is not None else
                       arch or type(net).__name__),
         config_sha256=hashlib.sha256(json.dumps(json.loads(cfg_text), sort_keys=True).encode()).hexdigest(),
         weights_sha256=_sha256_files(weights) if weights else None,
@@ -168,17 +168,18 @@ def keep_all_patches(net: Any) -> int:
     return n
 
 
-def vision_tower_class(cfg: Any, arch: str | None) -> Any:
-    """The vision-tower class of a dual encoder (``CLIPModel`` → ``CLIPVisionModel``, ``SiglipModel`` →
-    ``SiglipVisionModel``, …: a config with both ``vision_config`` and ``text_config``), or None.
-    Loading it from the full checkpoint keeps the vision weights only; its module paths are the
-    ones under ``vision_model.`` of the full model, and hook aliases (``blocks.L…``) name its blocks."""
+def tower_class(cfg: Any, arch: str | None, which: str = "Vision") -> Any:
+    """The ``which`` ("Vision" or "Text") tower class of a dual encoder (``CLIPModel`` →
+    ``CLIPVisionModel`` / ``CLIPTextModel``, ``SiglipModel`` → ``SiglipVisionModel`` / …: a config with both
+    ``vision_config`` and ``text_config``), or None.  Loading it from the full checkpoint keeps that
+    tower's weights only; its module paths are the ones under ``vision_model.`` / ``text_model.`` of
+    the full model, and hook aliases (``blocks.L…``) name its blocks."""
     import transformers
 
     if not arch or not arch.endswith("Model") or getattr(cfg, "vision_config", None) is None \
             or getattr(cfg, "text_config", None) is None:
         return None
-    return getattr(transformers, arch[: -len("Model")] + "VisionModel", None)
+    return getattr(transformers, f"{arch[: -len('Model')]}{which}Model", None)
 
 
 def _image_size(cfg: Any) -> int:
@@ -189,7 +190,8 @@ def _image_size(cfg: Any) -> int:
 
 def is_vision_model(model: str, revision: str | None = None) -> bool:
     """Whether a model takes images: its config has an image size or channel count, or it is a dual
-    encoder with a vision tower (``CLIPModel``, ``SiglipModel``: see ``vision_tower_class``)."""
+    encoder with a vision tower (``CLIPModel``, ``SiglipModel``: see ``tower_class``); given text, a
+    dual encoder runs its text tower instead."""
     import transformers
 
     path, _ = resolve_model_dir(model, revision)
@@ -199,4 +201,4 @@ def is_vision_model(model: str, revision: str | None = None) -> bool:
         raise ModelError(f"cannot read model config in {path}: {e}") from None
     arch = (getattr(cfg, "architectures", None) or [None])[0]
     return (getattr(cfg, "image_size", None) is not None or getattr(cfg, "num_channels", None) is not None
-            or vision_tower_class(cfg, arch) is not None)  # a dual encoder (CLIP, SigLIP): its vision tower
+            or tower_class(cfg, arch) is not None)  # a dual encoder (CLIP, SigLIP): its vision tower
