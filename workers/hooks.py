@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from actlake.schemas.errors import HookError
+from actlake.schemas.errors import ActlakeError, HookError, ModelError
 from actlake.schemas.hooks import HookSpec, hook_suffix
 from actlake.workers.hook_aliases import alias_table
 from actlake.workers.hook_kinds import Plan, Tap, first_tensor, is_key_axis, pad_keys, plan_kind
@@ -282,6 +282,10 @@ class Capture:
                 self.model(**inputs)
         except StopForward:
             pass
+        except ActlakeError:
+            raise
+        except (RuntimeError, TypeError, ValueError, AttributeError, IndexError, KeyError, NotImplementedError) as e:
+            raise forward_error(self.model, inputs, e) from e
         if self._need is None:  # first forward of this model: ran uncut, count every call
             _CALLS.setdefault(self.model, {}).update({t.module: self._count.get(t.module, 0) for t in self.taps})
             self._need = self._needed(_CALLS[self.model])
@@ -315,6 +319,19 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+def forward_error(model: torch.nn.Module, inputs: dict, e: BaseException) -> ModelError:
+    """One line for a model whose own forward fails on actlake's inputs (instead of an "unexpected"
+    error): the model class, the inputs' shapes, the error, and what to try."""
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items() if isinstance(v, torch.Tensor))
+    first = (str(e).splitlines() or [""])[0][:200]
+    if isinstance(e, torch.OutOfMemoryError):
+        hint = "lower --batch-size (or --context-len), or use a larger device"
+    else:
+        hint = ("this architecture may not run on these inputs alone (docs/hooks.md lists the families tried); "
+                "ACTLAKE_DEBUG=1 shows the traceback")
+    return ModelError(f"{type(model).__name__}'s forward failed on {shapes}: {type(e).__name__}: {first}; {hint}")
 
 
 def _zero_padding_keys(t: torch.Tensor, inputs: dict) -> torch.Tensor:

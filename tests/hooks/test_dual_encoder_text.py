@@ -34,3 +34,15 @@ def test_clip_checkpoint_on_text_runs_the_text_tower(tmp_path):
     assert torch.allclose(got["blocks.1.hook_resid_post"], hs[2], atol=1e-5)
     with pytest.raises(HookError, match="only its text tower"):
         resolve_hooks(net.model, parse_hooks(["vision_model.encoder.layers.0"]))
+
+
+def test_a_failing_model_forward_is_one_model_error():
+    """A model whose own forward fails on the inputs (here: token ids beyond its vocabulary) is a
+    ModelError naming the model class, the input shapes and the error — not an "unexpected" error."""
+    import transformers as T
+
+    from actlake.schemas.errors import ModelError
+
+    m = T.GPT2Model(T.GPT2Config(vocab_size=50, n_embd=32, n_layer=1, n_head=4, n_positions=32)).eval()
+    with pytest.raises(ModelError, match=r"GPT2Model's forward failed on input_ids \(1, 4\): IndexError"):
+        capture(m, ["h.0"], input_ids=torch.tensor([[1, 2, 3, 99]]))
