@@ -20,12 +20,12 @@ import torch
 from actlake.schemas.errors import HookError
 from actlake.schemas.hooks import KEY_AXIS_KINDS
 
-Q_NAMES = ("q_proj", "query", "q", "self.query")
-K_NAMES = ("k_proj", "key", "k", "self.key")
-V_NAMES = ("v_proj", "value", "v", "self.value")
+Q_NAMES = ("q_proj", "query", "q", "self.query", "query_proj")  # query_proj: DeBERTa
+K_NAMES = ("k_proj", "key", "k", "self.key", "key_proj")
+V_NAMES = ("v_proj", "value", "v", "self.value", "value_proj")
 # one projection holding q, k and v along the last axis (layouts: ``fused_part``)
 FUSED_NAMES = ("c_attn", "qkv", "qkv_proj", "query_key_value", "Wqkv", "in_proj")
-OUT_NAMES = ("o_proj", "out_proj", "c_proj", "output.dense", "dense")
+OUT_NAMES = ("o_proj", "out_proj", "c_proj", "output.dense", "dense", "Wo")  # Wo: ModernBERT
 ACT_NAMES = ("act_fn", "act", "activation_fn", "intermediate_act_fn", "activation")
 ATTN_MARKERS = ("attn", "attention")
 
@@ -303,6 +303,9 @@ def plan_kind(model: torch.nn.Module, modules: dict, module: str, kind: str) -> 
         taps = tq + tk + ([Tap(module, "kw:position_embeddings")] if rotary else [])
         scale = next((float(v) for a in ("scaling", "scale", "softmax_scale", "inv_norm_factor")
                       if isinstance(v := getattr(attn, a, None), (int, float)) and v), hd ** -0.5)
+        if kind == "scores" and getattr(attn, "relative_attention", False):
+            raise HookError(f"{type(attn).__name__} adds disentangled content-position terms (DeBERTa) to its "
+                            "scores: :scores cannot be rebuilt from q and k; use :q / :k / :v")
         biased = kind == "scores" and bias_arg is not None
         beta = float(getattr(attn, "beta", 1.0)) if biased else 0.0  # BLOOM, MPT: 1; Falcon: 1/sqrt(hd)
         at_bias = len(taps)

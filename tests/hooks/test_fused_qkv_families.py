@@ -60,6 +60,12 @@ def _model(family: str):
     if family == "persimmon":  # fused per-head query_key_value, QK LayerNorm, partial rotary
         return T.PersimmonModel(T.PersimmonConfig(**C, qk_layernorm=True, partial_rotary_factor=0.5)), \
             "layers.1.self_attn", 4
+    if family == "modernbert":  # encoder: fused Wqkv, rotary, local and global attention layers
+        return T.ModernBertModel(T.ModernBertConfig(**C, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                                    cls_token_id=1, sep_token_id=2)), "layers.1.attn", 4
+    if family == "electra":
+        return T.ElectraModel(T.ElectraConfig(vocab_size=100, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                              num_attention_heads=4, intermediate_size=64)), "encoder.layer.1.attention", 4
     if family == "gpt-oss":
         m = T.GptOssModel(T.GptOssConfig(**gqa, head_dim=8, num_local_experts=4, num_experts_per_tok=2))
         with torch.no_grad():
@@ -75,7 +81,7 @@ def _model(family: str):
 
 FAMILIES = ["neox", "phi3", "bigcode-mqa", "bloom", "mpt", "falcon-per-head", "falcon-mqa", "falcon-grouped",
             "falcon-alibi",
-            "gemma2", "gemma3", "qwen3", "olmo2", "cohere", "stablelm", "persimmon", "gpt-oss"]
+            "gemma2", "gemma3", "qwen3", "olmo2", "cohere", "stablelm", "persimmon", "gpt-oss", "modernbert", "electra"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -101,8 +107,20 @@ def test_fused_qkv_scores_and_values_match_the_models_attention(family):
     assert torch.allclose(got[f"{A}:z"], z, atol=1e-5)
 
 
-def test_t5_unrebuildable_scores_and_non_probabilities_are_refused():
+def test_deberta_and_t5_unrebuildable_scores_and_non_probabilities_are_refused():
     import transformers as T
+
+    torch.manual_seed(0)
+    deberta = T.DebertaV2Model(T.DebertaV2Config(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=4, intermediate_size=64, relative_attention=True,
+                                                 position_buckets=8, pos_att_type=["p2c", "c2p"])).eval()
+    D = "encoder.layer.1.attention.self"
+    ids0 = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(1))
+    got = capture(deberta, [f"{D}:q"], input_ids=ids0)  # query_proj, split into heads
+    ref = direct(deberta, [f"{D}.query_proj"], attentions=False, input_ids=ids0)
+    assert torch.equal(got[f"{D}:q"], ref[f"{D}.query_proj"].reshape(2, 7, 4, 8))
+    with pytest.raises(HookError, match="disentangled"):  # content-position terms: not q·k
+        capture(deberta, [f"{D}:scores"], input_ids=ids0)
 
     torch.manual_seed(0)
     ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(1))
