@@ -6,11 +6,14 @@ paths, found by name in the real module tree:
 - attention: the block child named ``self_attn``/``attn``/``attention``/``self_attention``; MLP: the
   child ``mlp``/``ffn``/``feed_forward`` (else the block itself, for BERT-style ``intermediate``/``output`` pairs);
   ``hook_attn_out``/``hook_mlp_out`` only where that module's output is not already added to the
-  residual stream (BLOOM's modules take the ``residual`` and return the sum: no alias there);
+  residual stream (BLOOM's modules take the ``residual`` and return the sum: no alias there); in
+  post-LN blocks (BERT, RoBERTa, ELECTRA, DeBERTa: ``attention.output`` = LayerNorm(residual + dense))
+  they are the ``dense`` projections before the residual and the LayerNorm;
 - ``ln1``/``ln2``: the block's first/second direct ``*Norm`` child (pre-LN models); ``hook_resid_mid``
   (the second norm's input) only for sequential blocks — in parallel-residual blocks (GPT-NeoX
   ``use_parallel_residual``, Falcon ``parallel_attn``) that input is ``hook_resid_pre`` and there is no
-  mid-block residual;
+  mid-block residual; post-norm blocks whose norms are direct children (DistilBERT, OPT with
+  ``do_layer_norm_before: false``) have no ``ln1``/``ln2``/``hook_resid_mid``: no sublayer reads a norm;
 - ``hook_embed``: ``get_input_embeddings()`` (vision: the top-level ``embeddings`` module);
 - ``ln_final``: the last ``*Norm`` module outside the blocks and embeddings;
 - ``logits``: ``get_output_embeddings()``.
@@ -90,7 +93,8 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
         return out
     rotary = has_rotary(modules)
     cfg = getattr(model, "config", None)
-    parallel = _parallel_residual(getattr(cfg, "text_config", None) or cfg)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    parallel = _parallel_residual(cfg)
     for i in range(len(modules[blocks])):
         b = f"{blocks}.{i}"
         kids = dict(modules[b].named_children())
@@ -102,10 +106,16 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
         # joins the residual stream: that norm's output is what the sublayer adds
         sandwich = any(c.startswith("post_feedforward") for c in norms)
         p = f"blocks.{i}"
+        post_norm_block = ({"sa_layer_norm", "output_layer_norm"} <= set(norms)
+                           or getattr(cfg, "do_layer_norm_before", True) is False)
         out[f"{p}.hook_resid_pre"] = (b, "input", None)
         out[f"{p}.hook_resid_post"] = (b, "output", None)
+        post_ln = attn is not None and f"{attn}.output.LayerNorm" in modules  # BERT-style: sublayer + residual + LN
         if attn:
-            if sandwich and "post_attention_layernorm" in kids:
+            if post_ln and f"{attn}.output.dense" in modules:
+                # the module returns LayerNorm(residual + its output): its contribution is the O projection
+                out[f"{p}.hook_attn_out"] = (f"{attn}.output.dense", "output", None)
+            elif sandwich and "post_attention_layernorm" in kids:
                 out[f"{p}.hook_attn_out"] = (f"{b}.post_attention_layernorm", "output", None)
             elif not _adds_residual(modules[attn]):
                 out[f"{p}.hook_attn_out"] = (attn, "output", None)
@@ -113,13 +123,17 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
                 if kind in ("q_rot", "k_rot") and not rotary:
                     continue
                 out[f"{p}.attn.{tl}"] = (attn, "output", kind)
-        if sandwich:
+        if post_ln and f"{b}.output.dense" in modules and f"{b}.output.LayerNorm" in modules:
+            out[f"{p}.hook_mlp_out"] = (f"{b}.output.dense", "output", None)  # before its residual + LayerNorm
+        elif sandwich:
             out[f"{p}.hook_mlp_out"] = (f"{b}.{next(c for c in norms if c.startswith('post_feedforward'))}", "output", None)
         elif mlp_child and not _adds_residual(modules[mlp]):
             out[f"{p}.hook_mlp_out"] = (mlp, "output", None)
         out[f"{p}.mlp.hook_pre"] = (mlp, "output", "pre")
         out[f"{p}.mlp.hook_post"] = (mlp, "output", "post")
         pre = [c for c in norms if not c.startswith("post_")] if sandwich else norms  # the norms sublayers read
+        if post_norm_block:  # DistilBERT, OPT-350m: each norm follows its sublayer; none is read by one
+            pre = []
         if "input_layernorm" in pre:  # the attention's norm, wherever it was registered (Falcon: second)
             pre = ["input_layernorm"] + [c for c in pre if c != "input_layernorm"]
         if sandwich and mlp_child and len(pre) < 2 and not parallel:  # OLMo 2: no norm before the MLP

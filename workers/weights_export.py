@@ -41,7 +41,7 @@ def _tl_table(model: torch.nn.Module) -> dict[str, tuple[str, object]]:
     if blocks is None:
         return out
     for i in range(len(modules[blocks])):
-        attn = aliases.get(f"blocks.{i}.hook_attn_out", (None,))[0]
+        attn = aliases.get(f"blocks.{i}.attn.hook_q", (None,))[0]  # the attention module
         if attn:
             hd, nh = head_dim(modules[attn], cfg), num_heads(modules[attn], cfg)
             for w in "QKV":

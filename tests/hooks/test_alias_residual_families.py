@@ -94,3 +94,39 @@ def test_mixture_of_experts_mlp(top_k):
     with pytest.raises(HookError):
         row_layout(expert_act, got, vision=False)
     assert not [r.name for r in catalog(m, vision=False, key_len=8) if "experts" in r.name]
+
+
+@pytest.mark.parametrize("family", ["bert", "electra", "deberta"])
+def test_post_layernorm_encoders(family):
+    """BERT-style blocks return LayerNorm(residual + sublayer): attn_out / mlp_out are the sublayers' own
+    dense outputs, so LN1(resid_pre + attn_out) is the attention module's output and
+    LN2(that + mlp_out) is resid_post."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    enc = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    m = {"bert": lambda: T.BertModel(T.BertConfig(**enc)),
+         "electra": lambda: T.ElectraModel(T.ElectraConfig(**enc, embedding_size=32)),
+         "deberta": lambda: T.DebertaV2Model(T.DebertaV2Config(**enc))}[family]().eval()
+    mods = dict(m.named_modules())
+    blk = alias_table(m)["blocks.1.hook_resid_pre"][0]
+    ids = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(3))
+    names = ["blocks.1.hook_resid_pre", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post"]
+    g = capture(m, names + [f"{blk}.attention"], input_ids=ids)
+    with torch.no_grad():
+        mid = mods[f"{blk}.attention.output.LayerNorm"](g["blocks.1.hook_resid_pre"] + g["blocks.1.hook_attn_out"])
+        post = mods[f"{blk}.output.LayerNorm"](mid + g["blocks.1.hook_mlp_out"])
+    assert torch.allclose(mid, g[f"{blk}.attention"], atol=1e-5)
+    assert torch.allclose(post, g["blocks.1.hook_resid_post"], atol=1e-5)
+
+
+def test_post_norm_blocks_with_norm_children_have_no_mid_or_ln_aliases():
+    import transformers as T
+
+    d = T.DistilBertModel(T.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64))
+    opt = T.OPTModel(T.OPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 ffn_dim=64, word_embed_proj_dim=32, do_layer_norm_before=False))
+    for m in (d, opt):
+        a = alias_table(m)
+        assert "blocks.1.hook_resid_pre" in a and "blocks.1.hook_attn_out" in a
+        assert not [k for k in a if k.startswith("blocks.1.ln") or k == "blocks.1.hook_resid_mid"], sorted(a)
