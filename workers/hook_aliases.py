@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from actlake.workers.hook_kinds import has_rotary
+from actlake.workers.hook_kinds import has_rotary, takes
 
 ATTN_CHILD = ("self_attn", "attn", "attention", "self_attention")
 MLP_CHILD = ("mlp", "ffn", "feed_forward")  # MPT: ffn; InternLM2, Jamba: feed_forward
@@ -40,12 +40,7 @@ def _is_norm(m: torch.nn.Module) -> bool:
 
 def _adds_residual(m: torch.nn.Module) -> bool:
     """Whether the module's forward takes the residual and returns it plus its own output (BLOOM)."""
-    import inspect
-
-    try:
-        return "residual" in inspect.signature(m.forward).parameters
-    except (TypeError, ValueError):
-        return False
+    return takes(m, "residual")
 
 
 def _parallel_residual(cfg) -> bool:
@@ -138,9 +133,8 @@ def alias_table(model: torch.nn.Module) -> dict[str, tuple[str, str, str | None]
             pre = ["input_layernorm"] + [c for c in pre if c != "input_layernorm"]
         if sandwich and mlp_child and len(pre) < 2 and not parallel:  # OLMo 2: no norm before the MLP
             out[f"{p}.hook_resid_mid"] = (mlp, "input", None)
-        if len(pre) >= 1 and (len(pre) >= 2 or not sandwich) and len(norms) >= 2:
+        if len(pre) >= 2:  # (pre is all of a pre-LN block's norms, Gemma's two input norms, or empty)
             out[f"{p}.ln1.hook_normalized"] = (f"{b}.{pre[0]}", "output", None)
-        if len(pre) >= 2:
             out[f"{p}.ln2.hook_normalized"] = (f"{b}.{pre[1]}", "output", None)
             if not parallel:
                 out[f"{p}.hook_resid_mid"] = (f"{b}.{pre[1]}", "input", None)

@@ -10,9 +10,11 @@ transformers 5 all resolve through the same rules.  Per-head splits use the atte
 """
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -107,6 +109,32 @@ def is_activation(name: str, mod: torch.nn.Module) -> bool:
     return (leaf in ACT_NAMES or bool(_ACT_CLASS.search(cls))) and not list(mod.children())
 
 
+@lru_cache(maxsize=None)
+def _signature(cls: type) -> inspect.Signature | None:
+    try:
+        return inspect.signature(cls.forward)
+    except (TypeError, ValueError):
+        return None
+
+
+def forward_signature(mod: torch.nn.Module) -> inspect.Signature | None:
+    """The signature of the module class's ``forward`` (``self`` first), cached per class: read at
+    plan time and, for arguments passed by position, on every call of a hooked module."""
+    return _signature(type(mod))
+
+
+def takes(mod: torch.nn.Module, name: str) -> bool:
+    """Whether the module's ``forward`` has a parameter ``name``."""
+    sig = forward_signature(mod)
+    return sig is not None and name in sig.parameters
+
+
+def is_routed(module: str) -> bool:
+    """Whether a module runs on tokens routed to mixture-of-experts experts (a path through ``experts``):
+    its rows are (token, expert) pairs grouped by expert, not the batch's tokens in order."""
+    return any(seg in ("experts", "expert") for seg in module.split("."))
+
+
 def find_activation(modules: dict, root: str) -> str:
     """The one nonlinearity under ``root`` outside attention (MLP pre/post activation)."""
     rel = _children(modules, root)
@@ -114,7 +142,7 @@ def find_activation(modules: dict, root: str) -> str:
             and "pooler" not in n]
     if not hits and is_activation(root, modules[root]):
         return root
-    routed = [h for h in hits if any(seg in ("experts", "expert") for seg in h.split("."))]
+    routed = [h for h in hits if is_routed(h)]
     if routed:
         raise HookError(f"module {root!r} is a mixture of experts: {root}.{routed[0]} runs on the tokens routed to "
                         "each expert, not on token rows; hook the MoE output (blocks.L.hook_mlp_out) or a shared "
@@ -206,15 +234,9 @@ BIAS_ARGS = ("alibi", "position_bias")  # per-head biases added to the scores, p
 def score_bias_arg(attn: torch.nn.Module, cfg) -> str | None:
     """The keyword by which the attention receives biases added to its scores (ALiBi, Press et al.
     2022: BLOOM and Falcon ``alibi``, MPT ``position_bias``), or None; Falcon's config can turn ALiBi off."""
-    import inspect
-
-    try:
-        params = inspect.signature(attn.forward).parameters
-    except (TypeError, ValueError):
+    if not getattr(cfg, "alibi", True) and takes(attn, "alibi"):
         return None
-    if not getattr(cfg, "alibi", True) and "alibi" in params:
-        return None
-    return next((a for a in BIAS_ARGS if a in params), None)
+    return next((a for a in BIAS_ARGS if takes(attn, a)), None)
 
 
 def _apply_rotary(attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, pe) -> tuple[torch.Tensor, torch.Tensor]:

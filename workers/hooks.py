@@ -23,7 +23,8 @@ import torch
 from actlake.schemas.errors import ActlakeError, HookError, ModelError
 from actlake.schemas.hooks import HookSpec, hook_suffix
 from actlake.workers.hook_aliases import alias_table
-from actlake.workers.hook_kinds import Plan, Tap, first_tensor, is_key_axis, pad_keys, plan_kind
+from actlake.workers.hook_kinds import (Plan, Tap, first_tensor, forward_signature, is_key_axis, is_routed,
+                                        pad_keys, plan_kind)
 
 log = logging.getLogger("actlake")
 
@@ -68,6 +69,11 @@ def match_pattern(pattern: str, names: list[str]) -> list[str]:
     return sorted(hits, key=_natural_key)
 
 
+# a dual encoder's loaded tower (its full model's path prefix) → (tower, data, other prefix, other data)
+TOWERS = {"vision_model.": ("vision", "images", "text_model.", "text"),
+          "text_model.": ("text", "text", "vision_model.", "images")}
+
+
 def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | None = None) -> list[ResolvedHook]:
     """Expand wildcards and aliases into concrete hooks; unknown names list the closest ones.
 
@@ -93,12 +99,12 @@ def resolve_hooks(model: torch.nn.Module, specs: list[HookSpec], key_len: int | 
             if spec.io == "input" and (kind or io == "input"):
                 raise HookError(f"hook {spec.name!r}: ':input' does not apply to alias {a}")
             hits.append((a, mod, "input" if spec.io == "input" else io, spec.kind or kind))
-        other = {"vision_model.": "text_model.", "text_model.": "vision_model."}.get(tower or "")
-        if not hits and other and module.startswith(other):
-            data = "images" if tower == "vision_model." else "text"
-            raise HookError(f"hook {spec.name!r}: on {data} this dual-encoder checkpoint runs only its "
-                            f"{tower[:-7]} tower ({other}* is not loaded); hook the {tower[:-7]} tower (`actlake "
-                            f"hooks MODEL` lists the vision tower), or give it {'text' if data == 'images' else 'images'}")
+        if not hits and tower in TOWERS:
+            runs, data, other, other_data = TOWERS[tower]
+            if module.startswith(other):
+                raise HookError(f"hook {spec.name!r}: on {data} this dual-encoder checkpoint runs only its {runs} "
+                                f"tower ({other}* is not loaded); hook the {runs} tower (`actlake hooks MODEL` lists "
+                                f"the vision tower), or give it {other_data}")
         if not hits:
             pool = names + list(aliases)
             close = difflib.get_close_matches(spec.module, pool, n=5, cutoff=0.5)
@@ -142,13 +148,12 @@ def _argument(mod: torch.nn.Module, name: str, args: tuple, kwargs: dict):
     (BLOOM passes ``alibi`` by keyword, older code by position); None when not passed."""
     if name in kwargs:
         return kwargs[name]
-    if not args:
+    sig = forward_signature(mod) if args else None
+    if sig is None:
         return None
-    import inspect
-
     try:
-        bound = inspect.signature(mod.forward).bind_partial(*args)
-    except (TypeError, ValueError):
+        bound = sig.bind_partial(mod, *args)
+    except TypeError:
         return None
     return bound.arguments.get(name)
 
@@ -344,12 +349,6 @@ def _zero_padding_keys(t: torch.Tensor, inputs: dict) -> torch.Tensor:
         return t
     keep = mask[:, None, None, : t.shape[-1]].to(torch.bool)
     return t.masked_fill(~keep, 0)
-
-
-def is_routed(module: str) -> bool:
-    """Whether a module runs on tokens routed to mixture-of-experts experts (a path through ``experts``):
-    its rows are (token, expert) pairs grouped by expert, not the batch's tokens in order."""
-    return any(seg in ("experts", "expert") for seg in module.split("."))
 
 
 def unflatten_tokens(t: torch.Tensor, inputs: dict, module: str = "") -> torch.Tensor:
